@@ -1,0 +1,150 @@
+"""Load a checkpoint into a built model, checking every name and shape.
+
+Nothing is skipped silently: weights the model has but the checkpoint lacks (*missing*) and
+checkpoint entries nothing reads (*unused*) are errors unless the caller allows them.  Entries
+that are not weights (optimizer slots, HF's fixed RoPE table, tied duplicates) are ignored, and
+heads the caller did not build (pooler, MLM, NSP) are listed as skipped, since loading an encoder
+from a full pre-training checkpoint is the common case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from bert4x.checkpoints.names import (
+    GOOGLE, HEAD_PATTERNS, HF, NON_WEIGHT_PATTERNS, is_transposed, weight_names,
+)
+from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpoint
+
+#: Weights indexed by vocabulary id, sliced by ``keep_tokens``.
+_VOCAB_INDEXED = ("Embedding-Token/embeddings", "MLM-Bias/bias")
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load did, by name; ``str(report)`` is a readable summary."""
+
+    checkpoint: str
+    fmt: str
+    loaded: List[str]
+    missing: List[str]
+    unused: List[str]
+    skipped_heads: List[str]
+
+    def __str__(self):
+        lines = [f"{self.checkpoint} ({self.fmt}): loaded {len(self.loaded)} weights"]
+        for title, names in (("missing from checkpoint", self.missing),
+                             ("unused checkpoint entries", self.unused),
+                             ("heads not built, skipped", self.skipped_heads)):
+            if names:
+                lines.append(f"  {title} ({len(names)}): " + ", ".join(names))
+        return "\n".join(lines)
+
+
+def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
+    """Best guess of the model family a checkpoint was saved from, for error messages."""
+    names = set(checkpoint.names)
+    if checkpoint.fmt == GOOGLE:
+        if any("GAU" in n or "gau" in n for n in names):
+            return "gau_alpha"
+        if "bert/embeddings/position_embeddings" in names:
+            return "bert"
+        if "bert/embeddings/LayerNorm/gamma" in names:
+            return "roformer"
+        if "bert/embeddings/word_embeddings" in names:
+            return "roformer_v2"
+        return None
+    prefixes = {n.split(".", 1)[0] for n in names}
+    for family in ("bert", "roformer"):
+        if family in prefixes:
+            return family
+    if "embeddings.position_embeddings.weight" in names:
+        return "bert"
+    if "embeddings.word_embeddings.weight" in names:
+        return "roformer"
+    return None
+
+
+def _hf_aliases(names: Sequence[str], prefix: Optional[str]) -> dict:
+    """Canonical HF name -> stored name: adds a missing family prefix and renames legacy
+    ``LayerNorm.gamma/beta`` to ``weight/bias``."""
+    aliases = {}
+    has_prefix = prefix is not None and any(n.startswith(prefix + ".") for n in names)
+    for name in names:
+        canonical = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+        canonical = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", canonical)
+        if prefix is not None and not has_prefix and not canonical.startswith("cls."):
+            canonical = f"{prefix}.{canonical}"
+        aliases[canonical] = name
+    return aliases
+
+
+def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional[str],
+                    keep_tokens: Optional[Sequence[int]] = None, allow_missing: bool = False,
+                    allow_unused: bool = False) -> LoadReport:
+    """Copy checkpoint weights into ``model`` (built by the ``model_name`` family)."""
+    checkpoint = open_checkpoint(checkpoint_path)
+    if checkpoint.fmt == HF and hf_prefix is None:
+        raise CheckpointError(
+            f"{checkpoint.path}: HF transformers has no {model_name!r} model, so HF files cannot "
+            f"hold one; load its Google TF checkpoint instead")
+    variables = {variable.path: variable for variable in model.weights}
+    expected = weight_names(variables, checkpoint.fmt, hf_prefix)
+    stored = (_hf_aliases(checkpoint.names, hf_prefix) if checkpoint.fmt == HF
+              else {n: n for n in checkpoint.names})
+
+    loaded, missing, mismatched, assignments, used = [], [], [], [], set()
+    for path, variable in variables.items():
+        name = expected[path]
+        if name is None or name not in stored:
+            missing.append(path)
+            continue
+        used.add(stored[name])
+        value = checkpoint.get(stored[name])
+        if is_transposed(path, checkpoint.fmt):
+            value = value.T
+        if keep_tokens is not None and path in _VOCAB_INDEXED:
+            value = _keep_rows(value, keep_tokens, name)
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(f"{path} <- {stored[name]}: checkpoint {tuple(value.shape)}, "
+                              f"model {tuple(variable.shape)}")
+            continue
+        assignments.append((variable, value))
+        loaded.append(path)
+
+    leftovers = [n for n in checkpoint.names
+                 if n not in used and not NON_WEIGHT_PATTERNS[checkpoint.fmt].search(n)]
+    skipped_heads = [n for n in leftovers if HEAD_PATTERNS[checkpoint.fmt].search(n)]
+    unused = [n for n in leftovers if n not in skipped_heads]
+    report = LoadReport(checkpoint.path, checkpoint.fmt, loaded, missing, unused, skipped_heads)
+
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch:\n    " + "\n    ".join(mismatched))
+    if missing and not allow_missing:
+        problems.append("weights missing from the checkpoint (pass allow_missing=True to keep "
+                        "them initialised): " + ", ".join(missing))
+    if unused and not allow_unused:
+        problems.append("checkpoint entries nothing reads (pass allow_unused=True to ignore): "
+                        + ", ".join(unused))
+    if problems:
+        guess = guess_architecture(checkpoint)
+        hint = (f"\n  the checkpoint looks like a {guess!r} model, but model={model_name!r} was built"
+                if guess and guess != model_name else "")
+        raise CheckpointError(f"cannot load {checkpoint.path} into {model_name!r}:\n  "
+                              + "\n  ".join(problems) + hint)
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype))
+    return report
+
+
+def _keep_rows(value: np.ndarray, keep_tokens: Sequence[int], name: str) -> np.ndarray:
+    keep = np.asarray(keep_tokens, dtype="int64")
+    if keep.ndim != 1 or keep.size == 0 or keep.min() < 0 or keep.max() >= value.shape[0]:
+        raise CheckpointError(
+            f"keep_tokens must be a non-empty list of ids in [0, {value.shape[0]}) for {name}")
+    return value[keep]

@@ -1,0 +1,176 @@
+"""One configuration dataclass for every model family, read from a BERT-style ``config.json``.
+
+Google's releases, ZhuiyiTechnology's RoFormer releases and HF ``config.json`` files all use the
+same core keys; they differ in metadata.  We accept the metadata we recognise, refuse settings we
+cannot honour (``position_embedding_type="relative_key"``, ``rotary_value=True``...) and refuse any
+key we do not know, naming it, because a silently ignored key builds a different model than the
+user asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Optional
+
+#: Activation names used in config files, mapped to Keras activations.  HF's ``gelu`` is the exact
+#: erf form; ``gelu_new``/``gelu_pytorch_tanh`` are the tanh approximation.
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_erf": "gelu",
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "relu": "relu",
+    "swish": "silu",
+    "silu": "silu",
+    "tanh": "tanh",
+    "linear": "linear",
+}
+
+# Keys found in public config files that carry no information for the model we build.
+_METADATA_KEYS = frozenset(
+    {
+        "architectures", "transformers_version", "torch_dtype", "dtype", "directionality",
+        "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
+        "pooler_size_per_head", "pooler_type", "bos_token_id", "eos_token_id", "use_cache",
+        "classifier_dropout", "gradient_checkpointing", "output_past", "id2label", "label2id",
+        "problem_type", "chunk_size_feed_forward", "output_hidden_states", "output_attentions",
+        "return_dict", "is_encoder_decoder", "_name_or_path", "model_type",
+    }
+)
+
+# Keys whose only value we support; anything else would silently change the architecture.
+_FIXED_KEYS = {
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+    "rotary_value": False,
+    "is_decoder": False,
+    "add_cross_attention": False,
+    "tie_word_embeddings": True,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing or has an impossible value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters of a Transformer encoder; names follow BERT's ``config.json``.
+
+    ``key_size`` (query/key size per head) and ``head_size`` (value size per head) default to
+    ``hidden_size / num_attention_heads`` but are free parameters: a larger ``key_size`` removes the
+    low-rank bottleneck of small heads (Bhojanapalli et al. 2020).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    embedding_size: Optional[int] = None
+    head_size: Optional[int] = None
+    key_size: Optional[int] = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings"):
+            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("type_vocab_size", self.type_vocab_size, minimum=0)
+        for name in ("embedding_size", "head_size", "key_size"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), minimum=1)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"config key {name!r} must be a probability in [0, 1), got {value!r}")
+        if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
+            raise ConfigError(f"config key 'layer_norm_eps' must be positive, got {self.layer_norm_eps!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(
+                f"config key 'hidden_act' is {self.hidden_act!r}; supported: {sorted(ACTIVATIONS)}"
+            )
+        if self.head_size is None and self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"config key 'num_attention_heads' ({self.num_attention_heads}) does not divide "
+                f"'hidden_size' ({self.hidden_size}); set 'head_size' explicitly"
+            )
+
+    # Derived sizes -------------------------------------------------------------------------
+    @property
+    def attention_head_size(self) -> int:
+        """Per-head size of values (and of queries/keys unless ``key_size`` is set)."""
+        return self.head_size or self.hidden_size // self.num_attention_heads
+
+    @property
+    def attention_key_size(self) -> int:
+        return self.key_size or self.attention_head_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def activation(self) -> str:
+        """The Keras activation name for ``hidden_act``."""
+        return ACTIVATIONS[self.hidden_act]
+
+    # Construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], model: Optional[str] = None) -> "TransformerConfig":
+        """Build from a config mapping, rejecting unknown keys and unsupported settings by name."""
+        field_names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key in field_names:
+                kwargs[key] = value
+            elif key in _FIXED_KEYS:
+                if value != _FIXED_KEYS[key] and value is not None:
+                    raise ConfigError(
+                        f"config key {key!r} = {value!r} is not supported "
+                        f"(bert4x builds {key}={_FIXED_KEYS[key]!r})"
+                    )
+            elif key == "model_type" and model is not None and value not in _compatible_types(model):
+                raise ConfigError(
+                    f"config key 'model_type' is {value!r}, but model={model!r} was requested"
+                )
+            elif key not in _METADATA_KEYS:
+                raise ConfigError(f"unknown config key {key!r}")
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.name not in kwargs]
+        if missing:
+            raise ConfigError(f"config is missing required key(s): {', '.join(missing)}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike, model: Optional[str] = None, **overrides) -> "TransformerConfig":
+        """Read a ``config.json`` file; ``overrides`` replace its values (and are checked the same way)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
+        return cls.from_dict({**values, **overrides}, model=model)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _compatible_types(model: str) -> set:
+    # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
+    return {"bert": {"bert"}, "roformer": {"roformer"}}.get(model, {model, "roformer"})
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"config key {name!r} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,28 @@
+"""Runtime checks on input values inside a compiled graph.
+
+An out-of-range token id makes TensorFlow's CPU gather fail with an anonymous "indices[...] is not
+in [0, N)" and makes GPU gathers silently return zeros.  These checks raise an error that names
+the problem instead.  They are the only backend-specific code the layers use: TensorFlow gets a
+graph assertion; PyTorch runs eagerly so a Python check works; JAX cannot raise from inside ``jit``
+and is left unchecked.
+"""
+
+import keras
+from keras import ops
+
+
+def check_less(values, limit, message):
+    """Return ``values`` after checking that every element is ``< limit`` and ``>= 0``."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.control_dependencies([
+            tf.debugging.assert_less(values, tf.cast(limit, values.dtype), message=message),
+            tf.debugging.assert_non_negative(values, message=message),
+        ]):
+            return tf.identity(values)
+    if backend in ("torch", "numpy"):
+        if bool(ops.any(values >= limit)) or bool(ops.any(values < 0)):
+            raise ValueError(message)
+    return values

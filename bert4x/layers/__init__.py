@@ -1,0 +1,16 @@
+"""Keras layers of bert4x: ordinary, serialisable layers usable in any functional model."""
+
+from bert4x.layers import activations  # noqa: F401  (registers gelu_approximate)
+from bert4x.layers.attention import MultiHeadAttention
+from bert4x.layers.embeddings import PositionEmbedding, TokenEmbedding
+from bert4x.layers.feed_forward import FeedForward
+from bert4x.layers.heads import BiasAdd, Pooler
+from bert4x.layers.masks import APPLICATIONS, AttentionMask
+from bert4x.layers.normalization import LayerNormalization
+from bert4x.layers.rotary import apply_rotary, rotary_angles, rotate_pairs
+
+__all__ = [
+    "APPLICATIONS", "AttentionMask", "BiasAdd", "FeedForward", "LayerNormalization",
+    "MultiHeadAttention", "Pooler", "PositionEmbedding", "TokenEmbedding", "apply_rotary",
+    "rotary_angles", "rotate_pairs",
+]

@@ -1,0 +1,105 @@
+"""Layer normalisation in the three forms our models need, with one weight layout.
+
+``keras.layers.LayerNormalization`` always centres and ``keras.layers.RMSNormalization`` always
+carries a scale; RoFormer-V2 needs a norm with neither centring nor parameters, and the 2020
+triple-extraction model needs gamma/beta shifted by a condition vector.  One layer covers all
+three so checkpoints always see the same ``gamma``/``beta`` names.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="bert4x")
+class LayerNormalization(keras.layers.Layer):
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` over the last axis.
+
+    - ``zero_mean=False``: no centring, divide by the root mean square (RoFormer-V2 style).
+    - ``center``/``scale``: whether the ``beta``/``gamma`` parameters exist.
+    - ``conditional=True``: called on ``[x, condition]``; gamma and beta are shifted by dense
+      projections of the condition (zero-initialised, so an untrained conditional norm equals the
+      plain one).  ``condition_hidden_units`` first maps the condition through a dense layer.
+    """
+
+    def __init__(self, epsilon=1e-12, center=True, scale=True, zero_mean=True, conditional=False,
+                 condition_hidden_units=None, condition_hidden_activation="linear", **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.center = center
+        self.scale = scale
+        self.zero_mean = zero_mean
+        self.conditional = conditional
+        self.condition_hidden_units = condition_hidden_units
+        self.condition_hidden_activation = condition_hidden_activation
+
+    def build(self, input_shape):
+        x_shape = input_shape[0] if self.conditional else input_shape
+        dim = x_shape[-1]
+        if self.scale:
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+        if self.center:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+        if not self.conditional:
+            return
+        cond_dim = input_shape[1][-1]
+        if self.condition_hidden_units:
+            self.condition_dense = keras.layers.Dense(
+                self.condition_hidden_units, activation=self.condition_hidden_activation,
+                use_bias=False, name="condition_hidden", dtype=self.dtype_policy,
+            )
+            self.condition_dense.build(input_shape[1])
+            cond_dim = self.condition_hidden_units
+        cond_shape = (*input_shape[1][:-1], cond_dim)
+        if self.scale:
+            self.gamma_dense = keras.layers.Dense(
+                dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense",
+                dtype=self.dtype_policy)
+            self.gamma_dense.build(cond_shape)
+        if self.center:
+            self.beta_dense = keras.layers.Dense(
+                dim, use_bias=False, kernel_initializer="zeros", name="beta_dense",
+                dtype=self.dtype_policy)
+            self.beta_dense.build(cond_shape)
+
+    def call(self, inputs):
+        if self.conditional:
+            x, condition = inputs
+            if self.condition_hidden_units:
+                condition = self.condition_dense(condition)
+            # A per-example condition [batch, c] applies to every position of the sequence.
+            while len(condition.shape) < len(x.shape):
+                condition = ops.expand_dims(condition, 1)
+        else:
+            x = inputs
+        compute_dtype = x.dtype
+        x = ops.cast(x, "float32")
+        if self.zero_mean:
+            x = x - ops.mean(x, axis=-1, keepdims=True)
+        x = x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        x = ops.cast(x, compute_dtype)
+        if self.scale:
+            gamma = self.gamma
+            if self.conditional:
+                gamma = gamma + self.gamma_dense(condition)
+            x = x * ops.cast(gamma, compute_dtype)
+        if self.center:
+            beta = self.beta
+            if self.conditional:
+                beta = beta + self.beta_dense(condition)
+            x = x + ops.cast(beta, compute_dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0] if self.conditional else input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "zero_mean": self.zero_mean,
+            "conditional": self.conditional,
+            "condition_hidden_units": self.condition_hidden_units,
+            "condition_hidden_activation": self.condition_hidden_activation,
+        }

@@ -1,0 +1,35 @@
+"""Rotary position embedding (RoPE) in the interleaved-pair layout of RoFormer.
+
+Dimensions (2i, 2i+1) of a query/key at position m are rotated by the angle m * theta_i with
+theta_i = 10000^(-2i/d).  This pairing (not keras-hub's rotate-halves layout) is the one the
+published RoFormer, RoFormer-V2 and GAU-alpha checkpoints were trained with.
+"""
+
+import numpy as np
+from keras import ops
+
+
+def rotary_angles(positions, dim, base=10000.0):
+    """Angles m * theta_i for ``positions`` (shape [n]), each repeated for its pair: [n, dim]."""
+    inv_freq = (base ** (-np.arange(0, dim, 2, dtype="float64") / dim)).astype("float32")
+    inv_freq = np.repeat(inv_freq, 2)
+    return ops.cast(positions, "float32")[:, None] * inv_freq[None, :]
+
+
+def rotate_pairs(x):
+    """[x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...] along the last axis."""
+    shape = ops.shape(x)
+    pairs = ops.reshape(x, (*shape[:-1], shape[-1] // 2, 2))
+    rotated = ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1)
+    return ops.reshape(rotated, shape)
+
+
+def apply_rotary(x, positions, base=10000.0):
+    """Rotate ``x`` of shape [batch, n, heads, dim] by its positions (shape [n])."""
+    dim = x.shape[-1]
+    if dim % 2:
+        raise ValueError(f"RoPE needs an even per-head size, got {dim}")
+    angles = rotary_angles(positions, dim, base)[None, :, None, :]
+    cos = ops.cast(ops.cos(angles), x.dtype)
+    sin = ops.cast(ops.sin(angles), x.dtype)
+    return x * cos + rotate_pairs(x) * sin

@@ -1,0 +1,192 @@
+"""Model families as small builder classes: each overrides only the step where it differs.
+
+A builder turns a :class:`TransformerConfig` into a functional ``keras.Model`` whose layers carry
+stable names (``Embedding-Token``, ``Transformer-3-FeedForward``...).  Those names, joined with the
+sub-layer and variable names, are the weight paths that :mod:`bert4x.checkpoints` maps onto
+Google and HF checkpoint names.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from bert4x.config import TransformerConfig
+from bert4x.layers import activations
+from bert4x.layers import (
+    APPLICATIONS, AttentionMask, BiasAdd, FeedForward, LayerNormalization, MultiHeadAttention,
+    Pooler, PositionEmbedding, TokenEmbedding,
+)
+
+
+class Transformer:
+    """BERT: learned absolute positions, post-LayerNorm encoder, pooler and tied MLM head.
+
+    ``with_mlm=True`` outputs token probabilities; ``with_mlm="linear"`` outputs logits (any
+    Keras activation name is accepted).  Outputs follow bert4keras: the sequence output alone, or
+    the pooled output and/or MLM output when those heads are requested; every intermediate
+    tensor stays reachable through ``model.get_layer(name).output``.
+    """
+
+    model_name = "bert"
+    #: HF transformers' prefix for this family (``bert.encoder...``); None when HF has no model.
+    hf_prefix = "bert"
+    supports_pool = True
+    use_bias = True
+    use_rope = False
+
+    def __init__(self, config: TransformerConfig, application="encoder", with_pool=False,
+                 with_mlm=False, name=None):
+        if application not in APPLICATIONS:
+            raise ValueError(f"application must be one of {APPLICATIONS}, got {application!r}")
+        if with_pool and not self.supports_pool:
+            raise ValueError(f"model={self.model_name!r} has no pooler; use with_pool=False")
+        if application != "encoder" and not with_mlm:
+            raise ValueError(f"application={application!r} predicts tokens: set with_mlm=True")
+        self.config = config
+        self.application = application
+        self.with_pool = with_pool
+        self.with_mlm = with_mlm
+        self.name = name or self.model_name
+        self.token_embedding = None
+
+    # Pieces shared by the families -----------------------------------------------------------
+    @property
+    def initializer(self):
+        return keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
+
+    def dropout(self, x, name, rate=None):
+        rate = self.config.hidden_dropout_prob if rate is None else rate
+        return keras.layers.Dropout(rate, name=name)(x) if rate else x
+
+    def norm(self, x, name):
+        return LayerNormalization(epsilon=self.config.layer_norm_eps, name=name)(x)
+
+    def dense(self, x, units, name, activation=None, use_bias=True):
+        return keras.layers.Dense(units, activation=activations.get(activation), use_bias=use_bias,
+                                  kernel_initializer=self.initializer, name=name)(x)
+
+    # The model ---------------------------------------------------------------------------------
+    def build(self) -> keras.Model:
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
+        segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
+        mask = AttentionMask(self.application, name="Attention-Mask")([token_ids, segment_ids])
+        x = self.apply_embeddings(token_ids, segment_ids)
+        for index in range(self.config.num_hidden_layers):
+            x = self.apply_layer(x, mask, index)
+        outputs = []
+        if self.with_pool:
+            outputs.append(self.apply_pooler(x))
+        if self.with_mlm:
+            outputs.append(self.apply_mlm(x))
+        outputs = outputs or [x]
+        return keras.Model([token_ids, segment_ids], outputs if len(outputs) > 1 else outputs[0],
+                           name=self.name)
+
+    def embed_tokens(self, token_ids, segment_ids):
+        cfg = self.config
+        self.token_embedding = TokenEmbedding(
+            cfg.vocab_size, cfg.embedding_dim, embeddings_initializer=self.initializer,
+            name="Embedding-Token")
+        x = self.token_embedding(token_ids)
+        if cfg.type_vocab_size:
+            s = TokenEmbedding(cfg.type_vocab_size, cfg.embedding_dim,
+                               embeddings_initializer=self.initializer,
+                               name="Embedding-Segment")(segment_ids)
+            x = keras.layers.Add(name="Embedding-Token-Segment")([x, s])
+        return x
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        cfg = self.config
+        x = self.embed_tokens(token_ids, segment_ids)
+        x = PositionEmbedding(cfg.max_position_embeddings, cfg.embedding_dim,
+                              embeddings_initializer=self.initializer, name="Embedding-Position")(x)
+        x = self.norm(x, "Embedding-Norm")
+        x = self.dropout(x, "Embedding-Dropout")
+        return self.map_embeddings(x)
+
+    def map_embeddings(self, x):
+        if self.config.embedding_dim != self.config.hidden_size:
+            x = self.dense(x, self.config.hidden_size, "Embedding-Mapping", use_bias=self.use_bias)
+        return x
+
+    def apply_layer(self, x, mask, index):
+        """Post-norm block: x = Norm(x + Attention(x)); x = Norm(x + FFN(x))."""
+        cfg = self.config
+        attention = f"Transformer-{index}-MultiHeadSelfAttention"
+        y = MultiHeadAttention(
+            heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
+            key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
+            attention_dropout=cfg.attention_probs_dropout_prob, rope=self.use_rope,
+            kernel_initializer=self.initializer, name=attention,
+        )(x, attention_mask=mask)
+        x = self.residual(x, y, attention)
+        feed_forward = f"Transformer-{index}-FeedForward"
+        y = FeedForward(cfg.intermediate_size, activation=cfg.activation, use_bias=self.use_bias,
+                        kernel_initializer=self.initializer, name=feed_forward)(x)
+        return self.residual(x, y, feed_forward)
+
+    def residual(self, x, y, name):
+        y = self.dropout(y, f"{name}-Dropout")
+        x = keras.layers.Add(name=f"{name}-Add")([x, y])
+        return self.norm(x, f"{name}-Norm")
+
+    def apply_pooler(self, x):
+        return Pooler(self.config.hidden_size, kernel_initializer=self.initializer,
+                      name="Pooler")(x)
+
+    def apply_mlm(self, x):
+        x = self.dense(x, self.config.embedding_dim, "MLM-Dense", activation=self.config.activation)
+        x = self.norm(x, "MLM-Norm")
+        x = self.token_embedding(x, reverse=True)
+        x = BiasAdd(name="MLM-Bias")(x)
+        return self.mlm_activation(x)
+
+    def mlm_activation(self, logits):
+        activation = "softmax" if self.with_mlm is True else self.with_mlm
+        return keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")(logits)
+
+
+class RoFormer(Transformer):
+    """RoFormer v1: BERT with rotary positions in every attention and no absolute positions."""
+
+    model_name = "roformer"
+    hf_prefix = "roformer"
+    use_rope = True
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        x = self.embed_tokens(token_ids, segment_ids)
+        x = self.norm(x, "Embedding-Norm")
+        x = self.dropout(x, "Embedding-Dropout")
+        return self.map_embeddings(x)
+
+
+class RoFormerV2(RoFormer):
+    """RoFormer-V2: no biases, parameter-free RMS-style norms, relu FFN, bare tied MLM output.
+
+    As in the original release the embedding dropout comes before the embedding norm, and the MLM
+    head is only an optional mapping back to the embedding size followed by the tied embedding.
+    """
+
+    model_name = "roformer_v2"
+    hf_prefix = None
+    supports_pool = False
+    use_bias = False
+
+    def norm(self, x, name):
+        return LayerNormalization(epsilon=self.config.layer_norm_eps, center=False, scale=False,
+                                  zero_mean=False, name=name)(x)
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        x = self.embed_tokens(token_ids, segment_ids)
+        x = self.dropout(x, "Embedding-Dropout")
+        x = self.norm(x, "Embedding-Norm")
+        return self.map_embeddings(x)
+
+    def apply_mlm(self, x):
+        if self.config.embedding_dim != self.config.hidden_size:
+            x = self.dense(x, self.config.embedding_dim, "Output-Mapping", use_bias=False)
+        x = self.dropout(x, "Output-MLM-Dropout")
+        return self.mlm_activation(self.token_embedding(x, reverse=True))
+
+
+MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2)}

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bert4x",
+    version="0.1.0",
+    description="Chinese NLP toolkit on Keras 3 in the bert4keras lineage",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bert4x", "bert4x.*", "tasks", "tasks.*", "pretrained",
+                                    "pretrained.*"]),
+    include_package_data=True,
+    package_data={"pretrained": ["*.json", "*.txt", "*.md", "*/*"]},
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.10",
+        "numpy",
+        "jieba",
+        "tokenizers",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
+        "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40"],
+    },
+    entry_points={"console_scripts": ["bert4x=bert4x.cli:main"]},
+)

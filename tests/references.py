@@ -1,0 +1,114 @@
+"""Reference models and checkpoint writers the tests compare bert4x against.
+
+- HF transformers (PyTorch, CPU) models with random weights, saved by ``save_pretrained``;
+- Google-format TF checkpoints written the way the original BERT code wrote them
+  (``tf.compat.v1.train.Saver`` over variables named ``bert/encoder/layer_0/...``), with names
+  derived from HF names by HF's own conversion rules, independently of bert4x's name table.
+"""
+
+import os
+import re
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def random_batch(vocab_size, lengths, seed=0, type_vocab_size=2):
+    """Token ids with real padding (0) after each row's length, and random segment ids."""
+    rng = np.random.default_rng(seed)
+    width = max(lengths)
+    token_ids = np.zeros((len(lengths), width), dtype="int32")
+    segment_ids = np.zeros((len(lengths), width), dtype="int32")
+    for row, length in enumerate(lengths):
+        token_ids[row, :length] = rng.integers(1, vocab_size, size=length)
+        split = rng.integers(1, length + 1)
+        segment_ids[row, split:length] = 1 if type_vocab_size > 1 else 0
+    return token_ids, segment_ids
+
+
+def hf_model(family, head, seed=0, **config):
+    """A transformers model of ``family`` ("bert"/"roformer") with every parameter random.
+
+    ``head`` is "model" (BertModel/RoFormerModel) or "mlm" (...ForMaskedLM).  LayerNorm weights
+    are randomised too, so a loader that mixes up gamma and beta cannot pass.
+    """
+    import torch
+    import transformers
+
+    classes = {
+        ("bert", "model"): (transformers.BertConfig, transformers.BertModel),
+        ("bert", "mlm"): (transformers.BertConfig, transformers.BertForMaskedLM),
+        ("roformer", "model"): (transformers.RoFormerConfig, transformers.RoFormerModel),
+        ("roformer", "mlm"): (transformers.RoFormerConfig, transformers.RoFormerForMaskedLM),
+    }
+    config_class, model_class = classes[family, head]
+    torch.manual_seed(seed)
+    model = model_class(config_class(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                     **config))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "embed_positions" in name:  # RoFormer's fixed sinusoid table, not a weight
+                continue
+            parameter.normal_(0.0, 0.2)
+            if "LayerNorm.weight" in name:
+                parameter.add_(1.0)
+    return model.eval()
+
+
+def hf_outputs(model, token_ids, segment_ids):
+    """Run an HF model on a padded batch; returns a dict of numpy arrays."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                    token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
+                    attention_mask=torch.tensor(token_ids != 0, dtype=torch.long))
+    return {key: value.numpy() for key, value in out.items() if hasattr(value, "numpy")}
+
+
+def google_name(hf_name):
+    """HF name -> Google TF name, following transformers' TF-to-PyTorch conversion in reverse."""
+    name = re.sub(r"^(bert|roformer)\.", "bert.", hf_name)
+    name = name.replace("embeddings_project", "encoder.embedding_hidden_mapping_in")
+    name = re.sub(r"\.layer\.(\d+)\.", r".layer_\1.", name)
+    if name == "cls.predictions.bias":
+        return "cls/predictions/output_bias"
+    if name.endswith("_embeddings.weight"):
+        name = name[: -len(".weight")]
+    elif "LayerNorm" in name:
+        name = name.replace(".weight", ".gamma").replace(".bias", ".beta")
+    else:
+        name = name.replace(".weight", ".kernel")
+    return name.replace(".", "/")
+
+
+def hf_state_as_google(model):
+    """Numpy weights of an HF model under Google names (Linear weights transposed)."""
+    arrays = {}
+    for hf_name, tensor in model.state_dict().items():
+        if "embed_positions" in hf_name or "position_ids" in hf_name or ".decoder." in hf_name:
+            continue
+        value = tensor.numpy()
+        name = google_name(hf_name)
+        arrays[name] = value.T if name.endswith("/kernel") else value
+    return arrays
+
+
+def write_google_checkpoint(prefix, arrays, extra_slots=True):
+    """Write ``arrays`` as a TF1 checkpoint with exactly these variable names, as Google's BERT
+    release did; ``extra_slots`` adds the Adam slots and global_step real releases carry."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default():
+        variables = {name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
+                     for name, value in arrays.items()}
+        if extra_slots:
+            for name, value in list(arrays.items())[:2]:
+                variables[name + "/adam_m"] = tf.compat.v1.Variable(np.zeros_like(value))
+            variables["global_step"] = tf.compat.v1.Variable(np.int64(1000))
+        saver = tf.compat.v1.train.Saver(var_list=variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, prefix)
+    return prefix

@@ -1,0 +1,133 @@
+"""bert4x vs HF transformers (PyTorch CPU) on the same random weights, moved by our loaders."""
+
+import numpy as np
+import pytest
+
+from bert4x import build_transformer_model
+from tests.references import (
+    hf_model, hf_outputs, hf_state_as_google, random_batch, write_google_checkpoint,
+)
+
+TOLERANCE = 1e-4
+LENGTHS = [9, 5, 1, 7]  # real padding in every row but the first
+
+SHAPES = {
+    "base": dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=37, max_position_embeddings=64),
+    "wide-heads": dict(vocab_size=61, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=20, max_position_embeddings=16, type_vocab_size=3,
+                       layer_norm_eps=1e-5),
+    "tanh-gelu": dict(vocab_size=50, hidden_size=24, num_hidden_layers=3, num_attention_heads=6,
+                      intermediate_size=64, max_position_embeddings=32, hidden_act="gelu_new"),
+}
+ROFORMER_SMALL_EMBEDDING = dict(SHAPES["base"], embedding_size=20)
+
+
+def assert_unpadded_close(ours, reference, token_ids):
+    keep = token_ids != 0
+    np.testing.assert_allclose(np.asarray(ours)[keep], reference[keep], atol=TOLERANCE, rtol=0)
+
+
+def save_hf(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    return tmp_path
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_bert_model_sequence_and_pooled_output(shape, tmp_path):
+    config = SHAPES[shape]
+    reference = hf_model("bert", "model", **config)
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS,
+                                          type_vocab_size=config.get("type_vocab_size", 2))
+    expected = hf_outputs(reference, token_ids, segment_ids)
+    model = build_transformer_model(config, save_hf(reference, tmp_path), model="bert",
+                                     with_pool=True)
+    # with_pool alone returns the pooled output; the sequence output stays reachable by name.
+    import keras
+    both = keras.Model(model.inputs, [model.get_layer("Transformer-%d-FeedForward-Norm"
+                                                      % (config["num_hidden_layers"] - 1)).output,
+                                      model.output])
+    sequence, pooled = both.predict([token_ids, segment_ids], verbose=0)
+    assert_unpadded_close(sequence, expected["last_hidden_state"], token_ids)
+    np.testing.assert_allclose(pooled, expected["pooler_output"], atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_bert_mlm_logits(shape, tmp_path):
+    config = SHAPES[shape]
+    reference = hf_model("bert", "mlm", seed=1, **config)
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=1,
+                                          type_vocab_size=config.get("type_vocab_size", 2))
+    expected = hf_outputs(reference, token_ids, segment_ids)
+    model = build_transformer_model(config, save_hf(reference, tmp_path), model="bert",
+                                    with_mlm="linear")
+    logits = model.predict([token_ids, segment_ids], verbose=0)
+    assert_unpadded_close(logits, expected["logits"], token_ids)
+
+
+@pytest.mark.parametrize("config", [SHAPES["base"], SHAPES["wide-heads"], SHAPES["tanh-gelu"],
+                                    ROFORMER_SMALL_EMBEDDING],
+                         ids=["base", "wide-heads", "tanh-gelu", "embedding-20"])
+def test_roformer_model_and_mlm(config, tmp_path):
+    for head, seed in (("model", 2), ("mlm", 3)):
+        reference = hf_model("roformer", head, seed=seed, **config)
+        token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=seed,
+                                              type_vocab_size=config.get("type_vocab_size", 2))
+        expected = hf_outputs(reference, token_ids, segment_ids)
+        path = save_hf(reference, tmp_path / head)
+        if head == "model":
+            model = build_transformer_model(config, path, model="roformer")
+            assert_unpadded_close(model.predict([token_ids, segment_ids], verbose=0),
+                                  expected["last_hidden_state"], token_ids)
+        else:
+            model = build_transformer_model(config, path, model="roformer", with_mlm="linear")
+            assert_unpadded_close(model.predict([token_ids, segment_ids], verbose=0),
+                                  expected["logits"], token_ids)
+
+
+def test_pytorch_bin_loads_like_safetensors(tmp_path):
+    import torch
+
+    config = SHAPES["base"]
+    reference = hf_model("roformer", "mlm", seed=4, **config)
+    torch.save(reference.state_dict(), tmp_path / "pytorch_model.bin")
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=4)
+    model = build_transformer_model(config, tmp_path / "pytorch_model.bin", model="roformer",
+                                    with_mlm="linear")
+    assert_unpadded_close(model.predict([token_ids, segment_ids], verbose=0),
+                          hf_outputs(reference, token_ids, segment_ids)["logits"], token_ids)
+
+
+@pytest.mark.parametrize("family", ["bert", "roformer"])
+def test_google_tf_checkpoint_gives_same_outputs(family, tmp_path):
+    config = ROFORMER_SMALL_EMBEDDING if family == "roformer" else SHAPES["base"]
+    reference = hf_model(family, "mlm", seed=5, **config)
+    prefix = write_google_checkpoint(str(tmp_path / "bert_model.ckpt"),
+                                     hf_state_as_google(reference))
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=5)
+    built = build_transformer_model(config, prefix, model=family, with_mlm="linear",
+                                    return_keras_model=False)
+    assert built.load_report.fmt == "google"
+    assert not built.load_report.missing and not built.load_report.unused
+    assert_unpadded_close(built.model.predict([token_ids, segment_ids], verbose=0),
+                          hf_outputs(reference, token_ids, segment_ids)["logits"], token_ids)
+
+
+@pytest.mark.parametrize("family,config", [("bert", SHAPES["base"]),
+                                           ("roformer", ROFORMER_SMALL_EMBEDDING)])
+def test_export_round_trip_through_transformers(family, config, tmp_path):
+    import transformers
+
+    built = build_transformer_model(config, model=family, with_mlm="linear",
+                                    return_keras_model=False)
+    # Randomise every weight (LayerNorm and biases included) before exporting.
+    rng = np.random.default_rng(6)
+    for variable in built.model.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    built.export_huggingface(tmp_path)
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=6)
+    auto = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    expected = hf_outputs(auto, token_ids, segment_ids)["logits"]
+    assert_unpadded_close(built.model.predict([token_ids, segment_ids], verbose=0), expected,
+                          token_ids)
