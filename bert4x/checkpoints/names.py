@@ -70,7 +70,7 @@ _LAYER_ROWS = [
 #: Checkpoint entries that belong to heads a caller may not build: unused, but expected.
 HEAD_PATTERNS = {
     GOOGLE: re.compile(r"^(bert/pooler/|cls/)"),
-    HF: re.compile(r"^(\w+\.pooler\.|cls\.)"),
+    HF: re.compile(r"(^|\.)pooler\.|^cls\."),
 }
 
 #: Entries that are not model weights at all (optimizer slots, step counters, fixed tables,

@@ -1,0 +1,126 @@
+"""A direct NumPy transcription of the formulas in shared/specs.md, one example at a time.
+
+It reads weights by their Google checkpoint names, so a test can write the same arrays to a TF
+checkpoint, load that through bert4x and compare.  Each example is run on its unpadded tokens
+only, so agreement also shows that padding does not leak into real positions.
+"""
+
+import numpy as np
+from scipy.special import erf
+
+
+def gelu(x):
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def layer_norm(x, weights, name, eps, centred):
+    if centred:
+        x = x - x.mean(-1, keepdims=True)
+    x = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps)
+    if name + "/gamma" in weights:
+        x = x * weights[name + "/gamma"] + weights[name + "/beta"]
+    return x
+
+
+def rope(x):
+    """Rotate each (2i, 2i+1) pair of x [n, heads, d] by position * 10000^(-2i/d), written as a
+    complex multiplication, independently of bert4x's real-valued implementation."""
+    n, _, d = x.shape
+    theta = 10000.0 ** (-np.arange(d // 2) * 2.0 / d)
+    rotation = np.exp(1j * np.arange(n)[:, None] * theta[None, :])[:, None, :]
+    z = (x[..., 0::2] + 1j * x[..., 1::2]) * rotation
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+
+def dense(x, weights, name):
+    y = x @ weights[name + "/kernel"]
+    return y + weights[name + "/bias"] if name + "/bias" in weights else y
+
+
+def encode(weights, token_ids, segment_ids, family, heads, key_size, head_size, eps=1e-12,
+           activation="gelu", causal=False):
+    """Sequence output and MLM probabilities for one unpadded example."""
+    centred = family != "roformer_v2"
+    act = gelu if activation == "gelu" else (lambda v: np.maximum(v, 0))
+    x = weights["bert/embeddings/word_embeddings"][token_ids]
+    x = x + weights["bert/embeddings/token_type_embeddings"][segment_ids]
+    if family == "bert":
+        x = x + weights["bert/embeddings/position_embeddings"][: len(token_ids)]
+    x = layer_norm(x, weights, "bert/embeddings/LayerNorm", eps, centred)
+    n = len(token_ids)
+    layer = 0
+    while f"bert/encoder/layer_{layer}/attention/self/query/kernel" in weights:
+        prefix = f"bert/encoder/layer_{layer}"
+        q = dense(x, weights, f"{prefix}/attention/self/query").reshape(n, heads, key_size)
+        k = dense(x, weights, f"{prefix}/attention/self/key").reshape(n, heads, key_size)
+        v = dense(x, weights, f"{prefix}/attention/self/value").reshape(n, heads, head_size)
+        if family != "bert":
+            q, k = rope(q), rope(k)
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(key_size)
+        if causal:
+            scores = np.where(np.tril(np.ones((n, n), bool))[None], scores, -np.inf)
+        o = np.einsum("hqk,khd->qhd", softmax(scores), v).reshape(n, heads * head_size)
+        x = layer_norm(x + dense(o, weights, f"{prefix}/attention/output/dense"), weights,
+                       f"{prefix}/attention/output/LayerNorm", eps, centred)
+        f = dense(act(dense(x, weights, f"{prefix}/intermediate/dense")), weights,
+                  f"{prefix}/output/dense")
+        x = layer_norm(x + f, weights, f"{prefix}/output/LayerNorm", eps, centred)
+        layer += 1
+    embeddings = weights["bert/embeddings/word_embeddings"]
+    if family == "roformer_v2":
+        logits = x @ embeddings.T
+    else:
+        h = act(dense(x, weights, "cls/predictions/transform/dense"))
+        h = layer_norm(h, weights, "cls/predictions/transform/LayerNorm", eps, True)
+        logits = h @ embeddings.T + weights["cls/predictions/output_bias"]
+    return x, softmax(logits)
+
+
+def random_weights(family, vocab_size, hidden, layers, heads, key_size, head_size, intermediate,
+                   max_position=64, seed=0):
+    """Random Google-named weights for ``family`` (RoFormer-V2: no bias, gamma or beta)."""
+    rng = np.random.default_rng(seed)
+    with_params = family != "roformer_v2"
+
+    def r(*shape):
+        return rng.normal(0, 0.2, shape).astype("float32")
+
+    w = {"bert/embeddings/word_embeddings": r(vocab_size, hidden),
+         "bert/embeddings/token_type_embeddings": r(2, hidden)}
+    if family == "bert":
+        w["bert/embeddings/position_embeddings"] = r(max_position, hidden)
+
+    def add_dense(name, n_in, n_out):
+        w[name + "/kernel"] = r(n_in, n_out)
+        if with_params:
+            w[name + "/bias"] = r(n_out)
+
+    def add_norm(name, dim):
+        if with_params:
+            w[name + "/gamma"] = 1 + r(dim)
+            w[name + "/beta"] = r(dim)
+
+    add_norm("bert/embeddings/LayerNorm", hidden)
+    for i in range(layers):
+        p = f"bert/encoder/layer_{i}"
+        add_dense(f"{p}/attention/self/query", hidden, heads * key_size)
+        add_dense(f"{p}/attention/self/key", hidden, heads * key_size)
+        add_dense(f"{p}/attention/self/value", hidden, heads * head_size)
+        add_dense(f"{p}/attention/output/dense", heads * head_size, hidden)
+        add_norm(f"{p}/attention/output/LayerNorm", hidden)
+        add_dense(f"{p}/intermediate/dense", hidden, intermediate)
+        add_dense(f"{p}/output/dense", intermediate, hidden)
+        add_norm(f"{p}/output/LayerNorm", hidden)
+    if with_params:
+        add_dense("cls/predictions/transform/dense", hidden, hidden)
+        add_norm("cls/predictions/transform/LayerNorm", hidden)
+        w["cls/predictions/output_bias"] = r(vocab_size)
+    return w
