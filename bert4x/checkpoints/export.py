@@ -1,6 +1,7 @@
-"""Export a bert4x model to HF transformers' format: ``model.safetensors`` + ``config.json``.
+"""Export a bert4x model: to HF transformers' format (``model.safetensors`` + ``config.json``)
+or to a Google-format TF checkpoint (what bert4keras and the original BERT code read).
 
-The result loads with ``BertModel``/``BertForMaskedLM`` or ``RoFormerModel``/
+The HF export loads with ``BertModel``/``BertForMaskedLM`` or ``RoFormerModel``/
 ``RoFormerForMaskedLM`` ``.from_pretrained(directory)``, so models fine-tuned here can be used
 wherever transformers is.  Files are written to temporary names and renamed, so an interrupted
 export never leaves a half-written checkpoint behind.
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-from bert4x.checkpoints.names import HF, is_transposed, weight_names
+from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, weight_names
 from bert4x.checkpoints.readers import CheckpointError
 from bert4x.config import TransformerConfig
 
@@ -48,23 +49,39 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
     return values
 
 
+def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None) -> dict:
+    """``{checkpoint name: float32 array}`` for every weight of ``model``."""
+    names = weight_names([variable.path for variable in model.weights], fmt, hf_prefix)
+    unmapped = [path for path, name in names.items() if name is None]
+    if unmapped:
+        raise CheckpointError(f"the {fmt} format of {model_name!r} has no place for: "
+                              + ", ".join(unmapped))
+    arrays = {}
+    for variable in model.weights:
+        value = np.asarray(variable.numpy(), dtype="float32")
+        if is_transposed(variable.path, fmt):
+            value = value.T
+        arrays[names[variable.path]] = np.ascontiguousarray(value)
+    return arrays
+
+
+def _hf_sinusoid_table(positions: int, dim: int) -> np.ndarray:
+    """HF RoFormer's ``embed_positions`` layout: [sin of all pairs | cos of all pairs]."""
+    angles = np.arange(positions)[:, None] * 10000.0 ** (-np.arange(0, dim, 2) / dim)[None, :]
+    return np.ascontiguousarray(np.concatenate([np.sin(angles), np.cos(angles)], 1), "float32")
+
+
 def export_huggingface(model, directory, config: TransformerConfig, model_name: str,
                        hf_prefix: str, with_mlm: bool) -> str:
     """Write ``model``'s weights and config to ``directory``; returns the directory."""
     from safetensors.numpy import save_file
 
     config_values = hf_config(config, model_name, with_mlm)
-    paths = [variable.path for variable in model.weights]
-    names = weight_names(paths, HF, hf_prefix)
-    unmapped = [path for path, name in names.items() if name is None]
-    if unmapped:
-        raise CheckpointError(f"HF {model_name} has no place for: {', '.join(unmapped)}")
-    tensors = {}
-    for variable in model.weights:
-        value = np.asarray(variable.numpy(), dtype="float32")
-        if is_transposed(variable.path, HF):
-            value = value.T
-        tensors[names[variable.path]] = np.ascontiguousarray(value)
+    tensors = _named_arrays(model, HF, model_name, hf_prefix)
+    if model_name == "roformer":
+        # transformers recomputes this fixed table but reports it MISSING when absent.
+        tensors[f"{hf_prefix}.encoder.embed_positions.weight"] = _hf_sinusoid_table(
+            config.max_position_embeddings, config.attention_head_size)
     os.makedirs(directory, exist_ok=True)
     weights_file = os.path.join(directory, "model.safetensors")
     config_file = os.path.join(directory, "config.json")
@@ -74,3 +91,21 @@ def export_huggingface(model, directory, config: TransformerConfig, model_name: 
     os.replace(weights_file + ".tmp", weights_file)
     os.replace(config_file + ".tmp", config_file)
     return os.fspath(directory)
+
+
+def save_google_checkpoint(model, prefix, model_name: str) -> str:
+    """Write ``model``'s weights as a TF checkpoint under Google's variable names
+    (``prefix.index`` + ``prefix.data-00000-of-00001``); returns ``prefix``."""
+    import tensorflow as tf
+
+    arrays = _named_arrays(model, GOOGLE, model_name)
+    prefix = os.fspath(prefix)
+    directory = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(prefix)}.tmp")
+    names = sorted(arrays)
+    tf.raw_ops.SaveV2(prefix=temporary, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(arrays[name]) for name in names])
+    for suffix in (".data-00000-of-00001", ".index"):  # the index last: it makes the checkpoint
+        os.replace(temporary + suffix, prefix + suffix)
+    return prefix

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence, Union
 
-from bert4x.checkpoints import LoadReport, export_huggingface, load_checkpoint
+from bert4x.checkpoints import (
+    LoadReport, export_huggingface, load_checkpoint, save_google_checkpoint,
+)
 from bert4x.config import ConfigError, TransformerConfig
 from bert4x.models.transformer import MODELS, Transformer
 
@@ -31,6 +33,10 @@ class TransformerModel:
             self.model, checkpoint_path, self.model_name, self.builder.hf_prefix,
             keep_tokens=keep_tokens, allow_missing=allow_missing, allow_unused=allow_unused)
         return self.load_report
+
+    def save_google_checkpoint(self, prefix) -> str:
+        """Write a TF checkpoint with Google's variable names (readable by bert4keras)."""
+        return save_google_checkpoint(self.model, prefix, self.model_name)
 
     def export_huggingface(self, directory) -> str:
         """Write ``model.safetensors`` + ``config.json`` loadable by HF transformers."""

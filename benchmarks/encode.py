@@ -1,0 +1,99 @@
+"""Encoder forward throughput: bert4x (Keras 3 / TensorFlow) vs HF transformers (PyTorch).
+
+Both run the same random BERT weights (transformers writes them with ``save_pretrained``; bert4x
+loads that file), on the same batch, in the same process, on the CPU.  Prints sequences/s for each
+bert4x execution mode, HF's figure, and the ratio of each to HF.
+
+    python benchmarks/encode.py                      # BERT-base, batch 32 x 128
+    python benchmarks/encode.py --layers 2 --repeats 2   # quick check
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def timed(function, repeats):
+    function()  # warm-up: tracing, compilation, allocator
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import torch
+    import transformers
+
+    from bert4x import build_transformer_model
+
+    config = dict(vocab_size=21128, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                  num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                  max_position_embeddings=512)
+    torch.manual_seed(0)
+    reference = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
+    reference.eval()
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(1, config["vocab_size"], (args.batch, args.length)).astype("int32")
+    segment_ids = np.zeros_like(token_ids)
+
+    with tempfile.TemporaryDirectory() as directory:
+        reference.save_pretrained(directory)
+        model = build_transformer_model(config, directory, model="bert")
+
+    torch_inputs = dict(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                        token_type_ids=torch.tensor(segment_ids, dtype=torch.long),
+                        attention_mask=torch.ones(token_ids.shape, dtype=torch.long))
+
+    def run_hf():
+        with torch.inference_mode():
+            return reference(**torch_inputs).last_hidden_state
+
+    inputs = [tf.constant(token_ids), tf.constant(segment_ids)]
+    graph = tf.function(lambda x: model(x, training=False))
+    xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    compiled = keras.models.clone_model(model)
+    compiled.set_weights(model.get_weights())
+    compiled.compile(jit_compile=True)
+    modes = {
+        "predict_on_batch": lambda: model.predict_on_batch(inputs),
+        "compile(jit_compile) predict": lambda: compiled.predict_on_batch(inputs),
+        "tf.function": lambda: graph(inputs),
+        "tf.function+XLA": lambda: xla(inputs),
+    }
+
+    expected = run_hf().numpy()
+    print(f"BERT L={args.layers} H={args.hidden} A={args.heads}, batch {args.batch} x "
+          f"{args.length} tokens, float32, CPU threads: torch {torch.get_num_threads()}")
+    hf_seconds = timed(run_hf, args.repeats)
+    hf_rate = args.batch / hf_seconds
+    rows = [("HF transformers (PyTorch)", hf_rate, 1.0, 0.0)]
+    for name, function in modes.items():
+        difference = float(np.abs(np.asarray(function()) - expected).max())
+        rate = args.batch / timed(function, args.repeats)
+        rows.append((f"bert4x {name}", rate, rate / hf_rate, difference))
+    print(f"{'implementation':36s} {'seq/s':>9s} {'vs HF':>7s} {'max |diff|':>11s}")
+    for name, rate, ratio, difference in rows:
+        print(f"{name:36s} {rate:9.2f} {ratio:7.2f} {difference:11.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The ``bert4x`` command line.
+
+    bert4x demo                          run the model-zoo self-check (no downloads)
+    bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
+    bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _demo(args):
+    from bert4x.selfcheck import run_selfcheck
+
+    rows = run_selfcheck()
+    failed = [row for row in rows if row[2] is not None and row[2] > 1e-4]
+    if failed:
+        print(f"FAILED: {len(failed)} round trip(s) differ by more than 1e-4", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _inspect(args):
+    from bert4x.checkpoints import guess_architecture, open_checkpoint
+
+    checkpoint = open_checkpoint(args.checkpoint)
+    names = checkpoint.names
+    print(f"{checkpoint.path}\n  format: {checkpoint.fmt}\n  "
+          f"looks like: {guess_architecture(checkpoint) or 'unknown'}\n  entries: {len(names)}")
+    shown = names if args.all else names[:40]
+    for name in shown:
+        print(f"  {name:70s} {checkpoint.shapes[name]}")
+    if len(shown) < len(names):
+        print(f"  ... {len(names) - len(shown)} more (--all to list them)")
+    return 0
+
+
+def _convert(args):
+    from bert4x.models import build_transformer_model
+
+    if not (args.to_hf or args.to_google):
+        raise SystemExit("bert4x convert: give --to-hf DIR and/or --to-google PREFIX")
+    built = build_transformer_model(
+        args.config, args.checkpoint, model=args.model, with_mlm=args.with_mlm,
+        with_pool=args.with_pool, return_keras_model=False)
+    print(built.load_report)
+    if args.to_hf:
+        print("wrote", built.export_huggingface(args.to_hf))
+    if args.to_google:
+        print("wrote", built.save_google_checkpoint(args.to_google))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bert4x.models import MODELS
+
+    parser = argparse.ArgumentParser(prog="bert4x", description="bert4x: Chinese NLP on Keras 3")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the model-zoo self-check (no downloads)")
+    demo.set_defaults(handler=_demo)
+
+    inspect = commands.add_parser("inspect", help="list a checkpoint's weights")
+    inspect.add_argument("checkpoint")
+    inspect.add_argument("--all", action="store_true", help="list every entry")
+    inspect.set_defaults(handler=_inspect)
+
+    convert = commands.add_parser("convert", help="load a checkpoint, write it in other formats")
+    convert.add_argument("--config", required=True, help="BERT-style config.json")
+    convert.add_argument("--checkpoint", required=True, help="Google TF or HF checkpoint")
+    convert.add_argument("--model", choices=sorted(MODELS), default="bert")
+    convert.add_argument("--with-mlm", action="store_true", help="keep the MLM head")
+    convert.add_argument("--with-pool", action="store_true", help="keep the pooler")
+    convert.add_argument("--to-hf", metavar="DIR", help="write model.safetensors + config.json")
+    convert.add_argument("--to-google", metavar="PREFIX", help="write a Google TF checkpoint")
+    convert.set_defaults(handler=_convert)
+    return parser
+
+
+def main(argv=None) -> int:
+    from bert4x.checkpoints import CheckpointError
+    from bert4x.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CheckpointError, ConfigError) as error:
+        print(f"bert4x {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The ``bert4x`` command line, run as a user runs it (a subprocess of the installed entry)."""
+
+import json
+import subprocess
+import sys
+
+from bert4x import build_transformer_model
+
+CONFIG = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+              intermediate_size=24, max_position_embeddings=16)
+
+
+def bert4x(*args):
+    return subprocess.run([sys.executable, "-m", "bert4x.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_demo_prints_round_trip_table():
+    result = bert4x("demo")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "->" in line]
+    assert len(lines) == 7
+    assert all(float(line.split()[-1]) < 1e-4 for line in lines)
+
+
+def test_convert_and_inspect(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    build_transformer_model(config, model="roformer", with_mlm=True,
+                            return_keras_model=False).save_google_checkpoint(tmp_path / "m.ckpt")
+    result = bert4x("convert", "--config", config, "--checkpoint", tmp_path / "m.ckpt",
+                    "--model", "roformer", "--with-mlm", "--to-hf", tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+    result = bert4x("inspect", tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert "format: hf" in result.stdout and "looks like: roformer" in result.stdout
+    assert "roformer.encoder.layer.0.attention.self.query.weight" in result.stdout
+
+
+def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(dict(CONFIG, hidden_sise=16)))
+    result = bert4x("convert", "--config", config, "--checkpoint", tmp_path, "--to-hf", tmp_path)
+    assert result.returncode == 2
+    assert "unknown config key 'hidden_sise'" in result.stderr
+    assert "Traceback" not in result.stderr
