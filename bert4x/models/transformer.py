@@ -54,8 +54,8 @@ class Transformer:
     def initializer(self):
         return keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
 
-    def dropout(self, x, name, rate=None):
-        rate = self.config.hidden_dropout_prob if rate is None else rate
+    def dropout(self, x, name):
+        rate = self.config.hidden_dropout_prob
         return keras.layers.Dropout(rate, name=name)(x) if rate else x
 
     def norm(self, x, name):
