@@ -17,6 +17,7 @@ import numpy as np
 from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, weight_names
 from bert4x.checkpoints.readers import CheckpointError
 from bert4x.config import TransformerConfig
+from bert4x.layers.rotary import rotary_frequencies
 
 _HF_CLASSES = {"bert": ("BertModel", "BertForMaskedLM"),
                "roformer": ("RoFormerModel", "RoFormerForMaskedLM")}
@@ -67,7 +68,7 @@ def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None) -> dict:
 
 def _hf_sinusoid_table(positions: int, dim: int) -> np.ndarray:
     """HF RoFormer's ``embed_positions`` layout: [sin of all pairs | cos of all pairs]."""
-    angles = np.arange(positions)[:, None] * 10000.0 ** (-np.arange(0, dim, 2) / dim)[None, :]
+    angles = np.arange(positions)[:, None] * rotary_frequencies(dim)[None, :]
     return np.ascontiguousarray(np.concatenate([np.sin(angles), np.cos(angles)], 1), "float32")
 
 

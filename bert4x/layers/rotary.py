@@ -9,10 +9,14 @@ import numpy as np
 from keras import ops
 
 
+def rotary_frequencies(dim, base=10000.0):
+    """theta_i = base^(-2i/dim) for i < dim/2, in float64 (HF builds its table from these too)."""
+    return base ** (-np.arange(0, dim, 2, dtype="float64") / dim)
+
+
 def rotary_angles(positions, dim, base=10000.0):
     """Angles m * theta_i for ``positions`` (shape [n]), each repeated for its pair: [n, dim]."""
-    inv_freq = (base ** (-np.arange(0, dim, 2, dtype="float64") / dim)).astype("float32")
-    inv_freq = np.repeat(inv_freq, 2)
+    inv_freq = np.repeat(rotary_frequencies(dim, base).astype("float32"), 2)
     return ops.cast(positions, "float32")[:, None] * inv_freq[None, :]
 
 
