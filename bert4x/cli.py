@@ -83,13 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from bert4x.checkpoints import CheckpointError
-    from bert4x.config import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CheckpointError, ConfigError) as error:
+    except ValueError as error:  # ConfigError, CheckpointError and argument checks of the builder
         print(f"bert4x {args.command}: {error}", file=sys.stderr)
         return 2
 

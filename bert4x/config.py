@@ -158,6 +158,8 @@ class TransformerConfig:
                 values = json.load(handle)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from error
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
         return cls.from_dict({**values, **overrides}, model=model)

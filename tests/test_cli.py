@@ -45,3 +45,15 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "unknown config key 'hidden_sise'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_builder_argument_errors_and_unreadable_config_are_messages(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    result = bert4x("convert", "--config", config, "--checkpoint", tmp_path, "--model",
+                    "roformer_v2", "--with-pool", "--to-hf", tmp_path / "out")
+    assert result.returncode == 2
+    assert "'roformer_v2' has no pooler" in result.stderr and "Traceback" not in result.stderr
+    result = bert4x("convert", "--config", tmp_path, "--checkpoint", tmp_path, "--to-hf", tmp_path)
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr and "Traceback" not in result.stderr
