@@ -19,6 +19,7 @@ setup(
         "tokenizers",
         "safetensors",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.

@@ -17,6 +17,7 @@ import numpy as np
 from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, weight_names
 from bert4x.checkpoints.readers import CheckpointError
 from bert4x.config import TransformerConfig
+from bert4x.files import atomic_path
 from bert4x.layers.rotary import rotary_frequencies
 
 _HF_CLASSES = {"bert": ("BertModel", "BertForMaskedLM"),
@@ -86,11 +87,10 @@ def export_huggingface(model, directory, config: TransformerConfig, model_name: 
     os.makedirs(directory, exist_ok=True)
     weights_file = os.path.join(directory, "model.safetensors")
     config_file = os.path.join(directory, "config.json")
-    save_file(tensors, weights_file + ".tmp", metadata={"format": "pt"})
-    with open(config_file + ".tmp", "w", encoding="utf-8") as handle:
+    with atomic_path(weights_file) as temporary:
+        save_file(tensors, temporary, metadata={"format": "pt"})
+    with atomic_path(config_file) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         json.dump(config_values, handle, indent=2, ensure_ascii=False)
-    os.replace(weights_file + ".tmp", weights_file)
-    os.replace(config_file + ".tmp", config_file)
     return os.fspath(directory)
 
 

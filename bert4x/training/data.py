@@ -1,0 +1,100 @@
+"""Batches for ``model.fit``: dynamic padding over length buckets, reproducible by seed and epoch.
+
+Sorting examples by length inside large random chunks keeps padding small while the batch order
+stays random. The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees
+exactly the batches the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+import keras
+import numpy as np
+
+
+def sequence_padding(sequences: Sequence[Sequence], length: Optional[int] = None, value=0,
+                     dtype="int32") -> np.ndarray:
+    """Stack variable-length sequences into one array, padding (or cutting) at the end."""
+    if len(sequences) == 0:
+        raise ValueError("sequence_padding needs at least one sequence")
+    arrays = [np.asarray(s) for s in sequences]
+    if length is None:
+        length = max(len(a) for a in arrays)
+    trailing = arrays[0].shape[1:]
+    if any(a.shape[1:] != trailing for a in arrays):
+        raise ValueError("sequences differ in their trailing dimensions: "
+                         f"{sorted({a.shape[1:] for a in arrays})}")
+    out = np.full((len(arrays), length) + trailing, value, dtype=dtype)
+    for row, array in zip(out, arrays):
+        row[:min(length, len(array))] = array[:length]
+    return out
+
+
+class BucketedBatches(keras.utils.PyDataset):
+    """A ``keras.utils.PyDataset`` of padded batches grouped by length.
+
+    ``collate(examples) -> (inputs, targets)`` turns a list of examples into arrays (usually with
+    :func:`sequence_padding`); ``length(example)`` gives the size to bucket on.  Each epoch,
+    examples are shuffled, cut into chunks of ``batch_size * bucket_batches``, sorted by length
+    inside each chunk, batched, and the batches shuffled.
+    """
+
+    def __init__(self, examples: Sequence, batch_size: int,
+                 collate: Callable[[List], tuple], length: Callable = len, seed: int = 0,
+                 shuffle: bool = True, bucket_batches: int = 32, drop_remainder: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(examples) == 0:
+            raise ValueError("the dataset is empty: no examples to train or evaluate on")
+        if drop_remainder and len(examples) < batch_size:
+            raise ValueError(f"{len(examples)} examples make no full batch of {batch_size}")
+        self.examples = examples
+        self.batch_size = batch_size
+        self.collate = collate
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.bucket_batches = bucket_batches
+        self.drop_remainder = drop_remainder
+        self.epoch = 0
+        self._batches = self._plan(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next batches those of ``epoch`` (used when a run resumes)."""
+        self.epoch = epoch
+        self._batches = self._plan(epoch)
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
+
+    def _plan(self, epoch: int) -> List[np.ndarray]:
+        count = len(self.examples)
+        if not self.shuffle:
+            order = np.arange(count)
+            return [order[i:i + self.batch_size] for i in range(0, self._usable(count),
+                                                                 self.batch_size)]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(count)
+        chunk = self.batch_size * self.bucket_batches
+        batches = []
+        for start in range(0, count, chunk):
+            part = order[start:start + chunk]
+            lengths = np.array([self.length(self.examples[i]) for i in part])
+            part = part[np.argsort(lengths, kind="stable")]
+            batches.extend(part[i:i + self.batch_size] for i in range(0, len(part),
+                                                                      self.batch_size))
+        if self.drop_remainder:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _usable(self, count: int) -> int:
+        return count - count % self.batch_size if self.drop_remainder else count
+
+    def __len__(self):
+        return len(self._batches)
+
+    def __getitem__(self, index):
+        return self.collate([self.examples[i] for i in self._batches[index]])

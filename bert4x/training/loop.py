@@ -1,0 +1,75 @@
+"""The shared training loop: ``model.fit`` plus resume, evaluation, a metrics log and a plot.
+
+A task compiles its model (loss, optimizer from :func:`build_optimizer`) and calls
+:func:`train`. Everything a run writes goes to ``work_dir``:
+
+    backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch
+    metrics.jsonl   one record per epoch (training logs + the evaluator's metrics)
+    metrics.png     the curves
+    best.weights.h5 the best weights by the evaluator's metric (when an evaluator is given)
+
+Re-running the same command after a crash resumes from the last finished epoch; data order and
+dropout masks are functions of ``(seed, epoch)``, so the resumed run ends with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+
+from bert4x.training.callbacks import Evaluator, MetricsLog
+
+
+class ReplayableEpochs(keras.callbacks.Callback):
+    """Make epoch ``e`` depend only on ``(seed, e)``: the dataset's batch order and the state of
+    every random generator in the model (dropout masks).
+
+    Keras' BackupAndRestore restores weights and optimizer but not the generators' states,
+    so without this a resumed run would draw different dropout masks than an uninterrupted one.
+    """
+
+    def __init__(self, dataset=None, seed: int = 0):
+        super().__init__()
+        self.dataset, self.seed = dataset, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.dataset is not None and self.dataset.epoch != epoch:
+            self.dataset.set_epoch(epoch)
+        for variable in self.model.variables:
+            if variable.path.endswith("seed_generator_state"):
+                rng = np.random.default_rng([self.seed, epoch, zlib.crc32(variable.path.encode())])
+                value = rng.integers(0, 2**31 - 1, size=variable.shape)
+                variable.assign(value.astype(variable.dtype))
+
+
+def train(model: keras.Model, train_data, epochs: int, work_dir: str,
+          evaluator: Optional[Evaluator] = None, callbacks: Sequence = (), resume: bool = True,
+          validation_data=None, seed: int = 0, verbose="auto") -> keras.callbacks.History:
+    """Fit a compiled ``model`` on ``train_data`` (a ``keras.utils.PyDataset`` such as
+    :class:`~bert4x.training.data.BucketedBatches`, or a ``tf.data.Dataset``)."""
+    if getattr(model, "optimizer", None) is None or not model.compiled:
+        raise ValueError("compile the model (loss and optimizer) before train()")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    os.makedirs(work_dir, exist_ok=True)
+    steps = [ReplayableEpochs(train_data if hasattr(train_data, "set_epoch") else None, seed)]
+    if evaluator is not None:
+        if evaluator.best_path is None:
+            evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
+        steps.append(evaluator)
+    steps.append(MetricsLog(os.path.join(work_dir, "metrics.jsonl"),
+                            os.path.join(work_dir, "metrics.png")))
+    steps.extend(callbacks)
+    if resume:
+        # Last, so an epoch only counts as done once everything above has finished with it.
+        steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup"),
+                                                      save_freq="epoch", delete_checkpoint=False))
+    # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded generator,
+    # which a resumed run cannot reproduce; BucketedBatches shuffles by (seed, epoch) itself.
+    return model.fit(train_data, epochs=epochs, callbacks=steps, validation_data=validation_data,
+                     verbose=verbose, shuffle=False)
