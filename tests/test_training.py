@@ -81,6 +81,24 @@ def test_bucketed_batches_cover_every_example_once_with_less_padding_and_replay_
         BucketedBatches(examples[:3], 8, collate, drop_remainder=True)
 
 
+def test_epoch_size_walks_through_the_data_before_repeating_any_example():
+    data = BucketedBatches(random_examples(50), batch_size=5, collate=collate, seed=2,
+                           epoch_size=20, bucket_batches=2)
+    used = []
+    for epoch in range(5):  # 100 examples drawn: each of the 50 exactly twice, once per pass
+        data.set_epoch(epoch)
+        assert len(data) == 4
+        used.extend(int(i) for batch in data._batches for i in batch)
+    assert sorted(used[:40]) != list(range(40))
+    assert len(set(used[:40])) == 40
+    assert sorted(used) == sorted(list(range(50)) * 2)
+    data.set_epoch(3)
+    replay = [list(b) for b in data._batches]
+    data.set_epoch(0)
+    data.set_epoch(3)
+    assert [list(b) for b in data._batches] == replay
+
+
 def test_readers_report_file_and_line_and_can_skip_and_count(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("今天\t明天\t3\n\n坏行只有一列\n好\t的\t9\n一\t二\t1\n", encoding="utf-8")

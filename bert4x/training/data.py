@@ -38,12 +38,17 @@ class BucketedBatches(keras.utils.PyDataset):
     :func:`sequence_padding`); ``length(example)`` gives the size to bucket on.  Each epoch,
     examples are shuffled, cut into chunks of ``batch_size * bucket_batches``, sorted by length
     inside each chunk, batched, and the batches shuffled.
+
+    ``epoch_size`` makes an epoch that many examples instead of the whole set (large corpora,
+    where an epoch is the unit of checkpointing): epoch ``e`` takes the next ``epoch_size``
+    examples of an endless sequence of seeded permutations, so every example is used once
+    before any is used twice.
     """
 
     def __init__(self, examples: Sequence, batch_size: int,
                  collate: Callable[[List], tuple], length: Callable = len, seed: int = 0,
                  shuffle: bool = True, bucket_batches: int = 32, drop_remainder: bool = False,
-                 **kwargs):
+                 epoch_size: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -59,6 +64,9 @@ class BucketedBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.bucket_batches = bucket_batches
         self.drop_remainder = drop_remainder
+        if epoch_size is not None and not (shuffle and epoch_size >= batch_size):
+            raise ValueError("epoch_size needs shuffle=True and at least one batch of examples")
+        self.epoch_size = epoch_size
         self.epoch = 0
         self._batches = self._plan(0)
 
@@ -77,7 +85,8 @@ class BucketedBatches(keras.utils.PyDataset):
             return [order[i:i + self.batch_size] for i in range(0, self._usable(count),
                                                                  self.batch_size)]
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(count)
+        order = rng.permutation(count) if self.epoch_size is None else self._slice(epoch)
+        count = len(order)
         chunk = self.batch_size * self.bucket_batches
         batches = []
         for start in range(0, count, chunk):
@@ -89,6 +98,18 @@ class BucketedBatches(keras.utils.PyDataset):
         if self.drop_remainder:
             batches = [b for b in batches if len(b) == self.batch_size]
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _slice(self, epoch: int) -> np.ndarray:
+        """Examples ``[epoch * size, (epoch + 1) * size)`` of the endless permutation stream."""
+        count, size = len(self.examples), self.epoch_size
+        start = epoch * size
+        parts, position = [], start - start % count
+        while position < start + size:
+            cycle = np.random.default_rng([self.seed, position // count, 1]).permutation(count)
+            low, high = max(start - position, 0), min(start + size - position, count)
+            parts.append(cycle[low:high])
+            position += count
+        return np.concatenate(parts)
 
     def _usable(self, count: int) -> int:
         return count - count % self.batch_size if self.drop_remainder else count
