@@ -117,11 +117,11 @@ class MaskedLMBatches(BucketedBatches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="runs/pretrain")
-    parser.add_argument("--maxlen", type=int, default=128)
+    parser.add_argument("--maxlen", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps-per-epoch", type=int, default=500,
+    parser.add_argument("--steps-per-epoch", type=int, default=250,
                         help="batches per epoch; an epoch is also the resume granularity")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", help="after training, write vocab and weights here")
