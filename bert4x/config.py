@@ -51,6 +51,14 @@ _FIXED_KEYS = {
 }
 
 
+#: Allowed values of the research options; "auto" RoPE means the model family's own choice.
+RESEARCH_CHOICES = {"rope": ("auto", "1d", "2d", None),
+                    "attention_scale": ("sqrt", "entropy_invariant")}
+#: Research options and their plain-Transformer values (what HF checkpoints can express).
+RESEARCH_DEFAULTS = {"rope": "auto", "attention_scale": "sqrt", "talking_heads": False,
+                     "residual_attention_scores": False}
+
+
 class ConfigError(ValueError):
     """A configuration key is unknown, missing or has an impossible value."""
 
@@ -79,6 +87,11 @@ class TransformerConfig:
     embedding_size: Optional[int] = None
     head_size: Optional[int] = None
     key_size: Optional[int] = None
+    # Research options (not in public config files; given as build_transformer_model overrides).
+    rope: Optional[str] = "auto"
+    attention_scale: str = "sqrt"
+    talking_heads: bool = False
+    residual_attention_scores: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -98,6 +111,16 @@ class TransformerConfig:
             raise ConfigError(
                 f"config key 'hidden_act' is {self.hidden_act!r}; supported: {sorted(ACTIVATIONS)}"
             )
+        if self.rope not in RESEARCH_CHOICES["rope"]:
+            raise ConfigError(f"config key 'rope' must be one of {RESEARCH_CHOICES['rope']}, "
+                              f"got {self.rope!r}")
+        if self.attention_scale not in RESEARCH_CHOICES["attention_scale"]:
+            raise ConfigError("config key 'attention_scale' must be one of "
+                              f"{RESEARCH_CHOICES['attention_scale']}, got {self.attention_scale!r}")
+        for name in ("talking_heads", "residual_attention_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config key {name!r} must be true or false, "
+                                  f"got {getattr(self, name)!r}")
         if self.head_size is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"config key 'num_attention_heads' ({self.num_attention_heads}) does not divide "

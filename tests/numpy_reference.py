@@ -28,16 +28,44 @@ def layer_norm(x, weights, name, eps, centred):
     return x
 
 
-def rope(x):
+def rope(x, positions=None):
     """Rotate each (2i, 2i+1) pair of x [n, heads, d] by position * 10000^(-2i/d), written as a
     complex multiplication, independently of bert4x's real-valued implementation."""
     n, _, d = x.shape
+    positions = np.arange(n) if positions is None else positions
     theta = 10000.0 ** (-np.arange(d // 2) * 2.0 / d)
-    rotation = np.exp(1j * np.arange(n)[:, None] * theta[None, :])[:, None, :]
+    rotation = np.exp(1j * positions[:, None] * theta[None, :])[:, None, :]
     z = (x[..., 0::2] + 1j * x[..., 1::2]) * rotation
     out = np.empty_like(x)
     out[..., 0::2], out[..., 1::2] = z.real, z.imag
     return out
+
+
+def rope_2d(x, positions):
+    """2D RoPE: first half of each head rotated by the x coordinate, second half by y."""
+    half = x.shape[-1] // 2
+    return np.concatenate([rope(x[..., :half], positions[:, 0]),
+                           rope(x[..., half:], positions[:, 1])], axis=-1)
+
+
+def attention_probabilities(scores, allowed, options, layer):
+    """Mask, optional talking-heads mixing and softmax for scores [heads, q, k]."""
+    mixing = options.get("talking_heads")
+    if mixing is not None:
+        scores = np.einsum("hqk,hg->gqk", scores, mixing[layer][0])
+    probs = softmax(np.where(allowed[None], scores, -np.inf))
+    if mixing is not None:
+        probs = np.einsum("hqk,hg->gqk", probs, mixing[layer][1])
+    return probs
+
+
+def scale_factor(allowed, key_size, options):
+    """1/sqrt(d), times log(max(n, 16))/log(512) per query with the entropy-invariant scale."""
+    scale = 1 / np.sqrt(key_size)
+    if options.get("entropy_invariant"):
+        attended = np.maximum(allowed.sum(-1, keepdims=True), 16)
+        scale = scale * np.log(attended) / np.log(512)
+    return scale
 
 
 def dense(x, weights, name):
@@ -46,8 +74,14 @@ def dense(x, weights, name):
 
 
 def encode(weights, token_ids, segment_ids, family, heads, key_size, head_size, eps=1e-12,
-           activation="gelu", causal=False):
-    """Sequence output and MLM probabilities for one unpadded example."""
+           activation="gelu", causal=False, options=None):
+    """Sequence output and MLM probabilities for one unpadded example.
+
+    ``options``: ``talking_heads`` (per layer, the (logits, probabilities) h×h mixing
+    matrices), ``residual_scores`` (RealFormer), ``entropy_invariant`` (scale), ``positions_2d``
+    ([n, 2]: 2D RoPE instead of the family's positions).
+    """
+    options = options or {}
     centred = family != "roformer_v2"
     act = gelu if activation == "gelu" else (lambda v: np.maximum(v, 0))
     x = weights["bert/embeddings/word_embeddings"][token_ids]
@@ -62,12 +96,17 @@ def encode(weights, token_ids, segment_ids, family, heads, key_size, head_size, 
         q = dense(x, weights, f"{prefix}/attention/self/query").reshape(n, heads, key_size)
         k = dense(x, weights, f"{prefix}/attention/self/key").reshape(n, heads, key_size)
         v = dense(x, weights, f"{prefix}/attention/self/value").reshape(n, heads, head_size)
-        if family != "bert":
+        if options.get("positions_2d") is not None:
+            q, k = rope_2d(q, options["positions_2d"]), rope_2d(k, options["positions_2d"])
+        elif family != "bert":
             q, k = rope(q), rope(k)
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(key_size)
-        if causal:
-            scores = np.where(np.tril(np.ones((n, n), bool))[None], scores, -np.inf)
-        o = np.einsum("hqk,khd->qhd", softmax(scores), v).reshape(n, heads * head_size)
+        allowed = np.tril(np.ones((n, n), bool)) if causal else np.ones((n, n), bool)
+        scores = np.einsum("qhd,khd->hqk", q, k) * scale_factor(allowed, key_size, options)
+        if options.get("residual_scores") and layer > 0:
+            scores = scores + previous
+        previous = scores
+        probs = attention_probabilities(scores, allowed, options, layer)
+        o = np.einsum("hqk,khd->qhd", probs, v).reshape(n, heads * head_size)
         x = layer_norm(x + dense(o, weights, f"{prefix}/attention/output/dense"), weights,
                        f"{prefix}/attention/output/LayerNorm", eps, centred)
         f = dense(act(dense(x, weights, f"{prefix}/intermediate/dense")), weights,

@@ -16,7 +16,7 @@ import numpy as np
 
 from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, weight_names
 from bert4x.checkpoints.readers import CheckpointError
-from bert4x.config import TransformerConfig
+from bert4x.config import RESEARCH_DEFAULTS, TransformerConfig
 from bert4x.files import atomic_path
 from bert4x.layers.rotary import rotary_frequencies
 
@@ -37,6 +37,10 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
     if model_name == "bert" and config.embedding_dim != config.hidden_size:
         raise CheckpointError("HF BERT has no embedding_size != hidden_size; export as RoFormer "
                               "or keep the sizes equal")
+    changed = [key for key, plain in RESEARCH_DEFAULTS.items() if getattr(config, key) != plain]
+    if changed:
+        raise CheckpointError(f"HF transformers' {model_name} cannot express {changed}; "
+                              "keep this model in Keras format")
     values = {
         "architectures": [_HF_CLASSES[model_name][1 if with_mlm else 0]],
         "model_type": model_name,
@@ -44,7 +48,7 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
         "tie_word_embeddings": True,
     }
     for key, value in config.to_dict().items():
-        if key not in ("head_size", "key_size", "embedding_size"):
+        if key not in ("head_size", "key_size", "embedding_size", *RESEARCH_DEFAULTS):
             values[key] = value
     if model_name == "roformer":
         values["embedding_size"] = config.embedding_dim

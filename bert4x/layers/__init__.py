@@ -7,10 +7,11 @@ from bert4x.layers.feed_forward import FeedForward
 from bert4x.layers.heads import BiasAdd, Pooler
 from bert4x.layers.masks import APPLICATIONS, AttentionMask
 from bert4x.layers.normalization import LayerNormalization
-from bert4x.layers.rotary import apply_rotary, rotary_angles, rotate_pairs
+from bert4x.layers.rotary import apply_rotary, apply_rotary_2d, rotary_angles, rotate_pairs
 
 __all__ = [
     "APPLICATIONS", "AttentionMask", "BiasAdd", "FeedForward", "LayerNormalization",
     "MultiHeadAttention", "Pooler", "PositionEmbedding", "TokenEmbedding", "apply_rotary",
+    "apply_rotary_2d",
     "rotary_angles", "rotate_pairs",
 ]

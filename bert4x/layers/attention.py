@@ -1,38 +1,72 @@
-"""Multi-head attention whose query/key size per head is a free parameter."""
+"""Multi-head attention with the research options of the bert4keras lineage.
+
+* ``key_size`` (Q/K per head) apart from ``head_size`` (V per head): the low-rank-bottleneck knob.
+* ``rope``: rotary positions, ``"1d"`` (token index) or ``"2d"`` ((x, y) given per token).
+* ``attention_scale="entropy_invariant"``: logits scaled by log(n)/log(512)/sqrt(key_size), n the
+  number of keys each query may attend to (at least 16, as bert4keras' ``softmax_plus``), so the
+  attention entropy stays put when inputs are longer than in training.
+* ``talking_heads``: learned h×h mixing of the heads' logits before the softmax and of their
+  probabilities after it (Shazeer et al. 2020); both start as the identity.
+* ``residual_scores`` (RealFormer): the layer adds the previous layer's pre-softmax scores to its
+  own and returns its scores for the next layer.
+"""
+
+import math
 
 import keras
 from keras import ops
 
-from bert4x.layers.rotary import apply_rotary
+from bert4x.layers.rotary import apply_rotary, apply_rotary_2d
 
 #: Logit given to masked positions: exp() of it underflows to exactly 0 in float32.
 MASKED_LOGIT = -1e9
+ROPES = (None, "1d", "2d")
+SCALES = ("sqrt", "entropy_invariant")
+#: Training length the entropy-invariant scale is anchored to, and its floor on the key count.
+ENTROPY_BASE_LENGTH = 512
+ENTROPY_MIN_KEYS = 16
+
+
+def entropy_invariant_factor(attended):
+    """log(max(n, 16)) / log(512) for key counts ``n`` (1 at n = 512)."""
+    attended = ops.maximum(ops.cast(attended, "float32"), float(ENTROPY_MIN_KEYS))
+    return ops.log(attended) / math.log(ENTROPY_BASE_LENGTH)
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
 class MultiHeadAttention(keras.layers.Layer):
-    """``softmax(Q Kᵀ / sqrt(key_size) + bias, masked) V`` over ``heads`` heads.
-
-    Unlike ``keras.layers.MultiHeadAttention`` it applies RoPE to queries and keys between the
-    projection and the dot product, and keeps ``key_size`` (Q/K per head) apart from ``head_size``
-    (V per head), the low-rank-bottleneck knob.  Logits and softmax run in float32 even under a
-    mixed-precision policy.
+    """``softmax(Q Kᵀ · scale + bias, masked) V`` over ``heads`` heads, plus the options above.
 
     Call with ``query`` and optionally ``key``/``value`` (self-attention when omitted),
-    ``attention_mask`` (bool, broadcastable to [batch, heads, q, k], True = may attend) and
-    ``attention_bias`` (added to the logits, e.g. relative positions).
+    ``attention_mask`` (bool, broadcastable to [batch, heads, q, k], True = may attend),
+    ``attention_bias`` (added to the logits), ``positions`` ([batch, n, 2], needed by 2D RoPE)
+    and, with ``residual_scores``, ``previous_scores`` (None for the first layer). With
+    ``residual_scores`` the call returns ``(output, scores)``. Logits and softmax run in float32.
     """
 
     def __init__(self, heads, head_size, key_size=None, out_dim=None, use_bias=True,
-                 attention_dropout=0.0, rope=False, kernel_initializer="glorot_uniform", **kwargs):
+                 attention_dropout=0.0, rope=None, attention_scale="sqrt", talking_heads=False,
+                 residual_scores=False, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        rope = {True: "1d", False: None}.get(rope, rope)
+        if rope not in ROPES:
+            raise ValueError(f"rope must be one of {ROPES}, got {rope!r}")
+        if attention_scale not in SCALES:
+            raise ValueError(f"attention_scale must be one of {SCALES}, got {attention_scale!r}")
         self.heads = heads
         self.head_size = head_size
         self.key_size = key_size or head_size
+        multiple = {"1d": 2, "2d": 4}.get(rope)
+        if multiple and self.key_size % multiple:
+            raise ValueError(f"rope={rope!r} needs a per-head key size divisible by {multiple}, "
+                             f"got {self.key_size}")
         self.out_dim = out_dim
         self.use_bias = use_bias
         self.attention_dropout = attention_dropout
         self.rope = rope
+        self.attention_scale = attention_scale
+        self.talking_heads = talking_heads
+        self.residual_scores = residual_scores
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, query_shape, key_shape=None, value_shape=None):
@@ -47,6 +81,11 @@ class MultiHeadAttention(keras.layers.Layer):
         self.key_dense.build(key_shape)
         self.value_dense.build(value_shape)
         self.output_dense.build((*query_shape[:-1], self.heads * self.head_size))
+        if self.talking_heads:
+            self.logits_mixing = self.add_weight(
+                name="logits_mixing", shape=(self.heads, self.heads), initializer="identity")
+            self.probs_mixing = self.add_weight(
+                name="probs_mixing", shape=(self.heads, self.heads), initializer="identity")
         self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
 
     def _dense(self, units, name):
@@ -59,32 +98,65 @@ class MultiHeadAttention(keras.layers.Layer):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch, length, self.heads, size))
 
+    def _rotate(self, x, positions):
+        if self.rope == "1d":
+            return apply_rotary(x, ops.arange(ops.shape(x)[1]))
+        if positions is None:
+            raise ValueError(f"{self.name}: rope='2d' needs positions, an (x, y) pair per token "
+                             "([batch, n, 2])")
+        return apply_rotary_2d(x, positions)
+
+    def _scale(self, logits, attention_mask):
+        scale = self.key_size ** -0.5
+        if self.attention_scale == "sqrt":
+            return logits * scale
+        if attention_mask is None:
+            attended = ops.shape(logits)[-1]
+        else:
+            attended = ops.sum(ops.cast(attention_mask, "float32"), axis=-1, keepdims=True)
+        return logits * (scale * entropy_invariant_factor(attended))
+
+    def _mix_heads(self, x, mixing):
+        # [b, h, q, k] -> [b, g, q, k]: out[g] = sum_h x[h] * mixing[h, g]
+        return ops.einsum("bhqk,hg->bgqk", x, ops.cast(mixing, x.dtype))
+
     def call(self, query, key=None, value=None, attention_mask=None, attention_bias=None,
-             training=None):
+             positions=None, previous_scores=None, training=None):
         key = query if key is None else key
         value = key if value is None else value
         q = self._split_heads(self.query_dense(query), self.key_size)
         k = self._split_heads(self.key_dense(key), self.key_size)
         v = self._split_heads(self.value_dense(value), self.head_size)
-        if self.rope:
-            q = apply_rotary(q, ops.arange(ops.shape(q)[1]))
-            k = apply_rotary(k, ops.arange(ops.shape(k)[1]))
+        if self.rope is not None:
+            q, k = self._rotate(q, positions), self._rotate(k, positions)
         # Keras' TF einsum is measurably slower than transposes + batched matmul on CPU.
         logits = ops.matmul(ops.transpose(q, (0, 2, 1, 3)), ops.transpose(k, (0, 2, 3, 1)))
-        logits = ops.cast(logits, "float32") * (self.key_size ** -0.5)
+        logits = self._scale(ops.cast(logits, "float32"), attention_mask)
         if attention_bias is not None:
             logits = logits + ops.cast(attention_bias, "float32")
+        if previous_scores is not None:
+            logits = logits + previous_scores
+        scores = logits
+        if self.talking_heads:
+            logits = self._mix_heads(logits, self.logits_mixing)
         if attention_mask is not None:
             logits = ops.where(attention_mask, logits, MASKED_LOGIT)
         probs = ops.softmax(logits, axis=-1)
+        if self.talking_heads:
+            probs = self._mix_heads(probs, self.probs_mixing)
         probs = self.dropout(ops.cast(probs, v.dtype), training=training)
         context = ops.transpose(ops.matmul(probs, ops.transpose(v, (0, 2, 1, 3))), (0, 2, 1, 3))
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.heads * self.head_size))
-        return self.output_dense(context)
+        output = self.output_dense(context)
+        return (output, scores) if self.residual_scores else output
 
-    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None):
-        return (*query_shape[:-1], self.out_dim or query_shape[-1])
+    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, **kwargs):
+        output = (*query_shape[:-1], self.out_dim or query_shape[-1])
+        if not self.residual_scores:
+            return output
+        key_length = (key_shape or query_shape)[1]
+        return output, (query_shape[0], self.heads, query_shape[1], key_length)
 
     def get_config(self):
         return {
@@ -96,5 +168,8 @@ class MultiHeadAttention(keras.layers.Layer):
             "use_bias": self.use_bias,
             "attention_dropout": self.attention_dropout,
             "rope": self.rope,
+            "attention_scale": self.attention_scale,
+            "talking_heads": self.talking_heads,
+            "residual_scores": self.residual_scores,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }

@@ -15,9 +15,10 @@ def rotary_frequencies(dim, base=10000.0):
 
 
 def rotary_angles(positions, dim, base=10000.0):
-    """Angles m * theta_i for ``positions`` (shape [n]), each repeated for its pair: [n, dim]."""
+    """Angles m * theta_i for ``positions`` (shape [n] or [batch, n]), each repeated for its
+    pair: shape [..., dim]."""
     inv_freq = np.repeat(rotary_frequencies(dim, base).astype("float32"), 2)
-    return ops.cast(positions, "float32")[:, None] * inv_freq[None, :]
+    return ops.cast(positions, "float32")[..., None] * inv_freq
 
 
 def rotate_pairs(x):
@@ -29,11 +30,28 @@ def rotate_pairs(x):
 
 
 def apply_rotary(x, positions, base=10000.0):
-    """Rotate ``x`` of shape [batch, n, heads, dim] by its positions (shape [n])."""
+    """Rotate ``x`` of shape [batch, n, heads, dim] by its positions ([n], shared by the batch,
+    or [batch, n])."""
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"RoPE needs an even per-head size, got {dim}")
-    angles = rotary_angles(positions, dim, base)[None, :, None, :]
+    angles = rotary_angles(positions, dim, base)
+    angles = angles[None, :, None, :] if len(angles.shape) == 2 else angles[:, :, None, :]
     cos = ops.cast(ops.cos(angles), x.dtype)
     sin = ops.cast(ops.sin(angles), x.dtype)
     return x * cos + rotate_pairs(x) * sin
+
+
+def apply_rotary_2d(x, positions, base=10000.0):
+    """2D RoPE: the first half of each head rotated by x, the second half by y.
+
+    ``positions`` is [batch, n, 2] (x, y per token). The rotation is block-diagonal, so
+    R(x1, y1)ᵀ R(x2, y2) = R(x2 − x1, y2 − y1): scores depend only on the relative 2D offset.
+    """
+    dim = x.shape[-1]
+    if dim % 4:
+        raise ValueError(f"2D RoPE needs a per-head size divisible by 4, got {dim}")
+    half = dim // 2
+    first = apply_rotary(x[..., :half], positions[..., 0], base)
+    second = apply_rotary(x[..., half:], positions[..., 1], base)
+    return ops.concatenate([first, second], axis=-1)

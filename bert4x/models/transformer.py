@@ -21,6 +21,10 @@ from bert4x.layers import (
 class Transformer:
     """BERT: learned absolute positions, post-LayerNorm encoder, pooler and tied MLM head.
 
+    The research options of the config (``rope``, ``attention_scale``, ``talking_heads``,
+    ``residual_attention_scores``) apply to every family; with ``rope="2d"`` the model takes a
+    third input, ``Input-Position``: an (x, y) pair per token.
+
     ``with_mlm=True`` outputs token probabilities; ``with_mlm="linear"`` outputs logits (any
     Keras activation name is accepted).  Outputs follow bert4keras: the sequence output alone, or
     the pooled output and/or MLM output when those heads are requested; every intermediate
@@ -48,6 +52,15 @@ class Transformer:
         self.with_mlm = with_mlm
         self.name = name or self.model_name
         self.token_embedding = None
+        self.positions = None
+        self.previous_scores = None
+
+    @property
+    def rope(self):
+        """The config's ``rope`` override, or the family's own choice."""
+        if self.config.rope == "auto":
+            return "1d" if self.use_rope else None
+        return self.config.rope
 
     # Pieces shared by the families -----------------------------------------------------------
     @property
@@ -69,6 +82,10 @@ class Transformer:
     def build(self) -> keras.Model:
         token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
+        inputs = [token_ids, segment_ids]
+        if self.rope == "2d":
+            self.positions = keras.Input(shape=(None, 2), dtype="float32", name="Input-Position")
+            inputs.append(self.positions)
         mask = AttentionMask(self.application, name="Attention-Mask")([token_ids, segment_ids])
         x = self.apply_embeddings(token_ids, segment_ids)
         for index in range(self.config.num_hidden_layers):
@@ -79,8 +96,7 @@ class Transformer:
         if self.with_mlm:
             outputs.append(self.apply_mlm(x))
         outputs = outputs or [x]
-        return keras.Model([token_ids, segment_ids], outputs if len(outputs) > 1 else outputs[0],
-                           name=self.name)
+        return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=self.name)
 
     def embed_tokens(self, token_ids, segment_ids):
         cfg = self.config
@@ -116,9 +132,13 @@ class Transformer:
         y = MultiHeadAttention(
             heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
             key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
-            attention_dropout=cfg.attention_probs_dropout_prob, rope=self.use_rope,
+            attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
+            attention_scale=cfg.attention_scale, talking_heads=cfg.talking_heads,
+            residual_scores=cfg.residual_attention_scores,
             kernel_initializer=self.initializer, name=attention,
-        )(x, attention_mask=mask)
+        )(x, attention_mask=mask, positions=self.positions, previous_scores=self.previous_scores)
+        if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
+            y, self.previous_scores = y
         x = self.residual(x, y, attention)
         feed_forward = f"Transformer-{index}-FeedForward"
         y = FeedForward(cfg.intermediate_size, activation=cfg.activation, use_bias=self.use_bias,
