@@ -8,24 +8,10 @@ pure-Python path and HF's ``BertTokenizer.__call__`` (also Rust backed), and the
 """
 
 import argparse
-import json
 import statistics
 import time
 
-from pretrained import CHINESE_BERT_VOCAB, KGCLUE_DIR, STSB_ZH_DIR
-
-
-def real_texts():
-    texts = []
-    for split in ("train", "dev", "test_public"):
-        for line in open(KGCLUE_DIR / f"{split}.json", encoding="utf-8"):
-            record = json.loads(line)
-            texts.append(record["question"])
-            texts.extend(record["answer"].split(" ||| "))
-    for split in ("train", "valid", "test"):
-        for line in open(STSB_ZH_DIR / f"{split}.data", encoding="utf-8"):
-            texts.extend(line.rstrip("\n").split("\t")[:2])
-    return texts
+from pretrained import CHINESE_BERT_VOCAB, chinese_texts
 
 
 def texts_per_second(function, texts, repeats):
@@ -45,7 +31,7 @@ def main():
 
     from bert4x.tokenizers import Tokenizer
 
-    texts = real_texts()
+    texts = chinese_texts()
     ours = Tokenizer(CHINESE_BERT_VOCAB)
     hf = BertTokenizer(vocab=dict(ours.token_to_id))
     assert hf.convert_tokens_to_ids("[CLS]") == 101

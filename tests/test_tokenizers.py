@@ -1,7 +1,5 @@
 """Tokenizers: ids identical to HF BertTokenizer, exact offsets, vocab simplification, jieba words."""
 
-import json
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -9,25 +7,9 @@ from hypothesis import strategies as st
 
 from bert4x import build_transformer_model
 from bert4x.tokenizers import Tokenizer, WordTokenizer, load_vocab, read_vocab_file, save_vocab
-from pretrained import CHINESE_BERT_VOCAB, KGCLUE_DIR, STSB_ZH_DIR
+from pretrained import CHINESE_BERT_VOCAB, chinese_texts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
-def real_chinese_texts():
-    """Every question and answer field of KgCLUE and every STS-B-zh sentence (104,100 texts)."""
-    texts = []
-    for split in ("train", "dev", "test_public"):
-        with open(KGCLUE_DIR / f"{split}.json", encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                texts.append(record["question"])
-                texts.extend(record["answer"].split(" ||| "))
-    for split in ("train", "valid", "test"):
-        with open(STSB_ZH_DIR / f"{split}.data", encoding="utf-8") as handle:
-            for line in handle:
-                texts.extend(line.rstrip("\n").split("\t")[:2])
-    return texts
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +27,7 @@ def hf_tokenizer(tokenizer):
 
 
 def test_real_chinese_data_ids_and_offsets_match_hf_on_both_paths(tokenizer, hf_tokenizer):
-    texts = real_chinese_texts()
+    texts = chinese_texts()
     assert len(texts) == 104_100
     reference = hf_tokenizer(texts, return_offsets_mapping=True)
     fast_ids, _, fast_offsets = tokenizer.encode_batch(texts, return_offsets=True)
@@ -188,7 +170,7 @@ def test_simplified_vocab_tokenizes_real_text_identically(tokenizer):
     assert len(token_dict) == len(keep_tokens) < 14_000
     assert "##的" not in token_dict and "[unused1]" not in token_dict and "##ing" in token_dict
     small = Tokenizer(token_dict)
-    texts = real_chinese_texts()[::7]
+    texts = chinese_texts()[::7]
     full_ids, _ = tokenizer.encode_batch(texts)
     small_ids, _ = small.encode_batch(texts)
     keep = np.asarray(keep_tokens)

@@ -270,6 +270,17 @@ def test_train_evaluates_keeps_best_weights_logs_plots_and_stops_early(tmp_path)
     assert state["best"] == 0.7 and state["waited"] == 2
 
 
+def test_evaluator_every_n_steps(tmp_path):
+    data = BucketedBatches(random_examples(48, seed=7), 8, collate)  # 6 batches an epoch
+    model = compiled(classifier(), build_optimizer(1e-3))
+    calls = []
+    evaluator = Evaluator(lambda m: calls.append(1) or {"f1": float(len(calls))}, "f1",
+                          every_steps=4, verbose=False)
+    train(model, data, epochs=2, work_dir=str(tmp_path), evaluator=evaluator, verbose=0)
+    assert [(h["epoch"], h["step"]) for h in evaluator.history] == [(1, 4), (2, 8), (2, 12)]
+    assert (tmp_path / "best.weights.h5").exists()
+
+
 def test_train_refuses_uncompiled_models_and_bad_evaluators(tmp_path):
     data = BucketedBatches(random_examples(8), 4, collate)
     with pytest.raises(ValueError, match="compile the model"):

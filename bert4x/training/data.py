@@ -117,5 +117,30 @@ class BucketedBatches(keras.utils.PyDataset):
     def __len__(self):
         return len(self._batches)
 
+    def as_tf_dataset(self):
+        """A ``tf.data.Dataset`` of this epoch's batches with the batch and sequence axes
+        declared variable.
+
+        Keras infers a ``PyDataset``'s tensor shapes from its first two batches; when both happen
+        to be padded to the same length it fixes that length and rejects every other batch.
+        Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
+        """
+        import tensorflow as tf
+
+        def spec(array):
+            array = np.asarray(array)
+            shape = [None] * min(array.ndim, 2) + list(array.shape[2:])
+            return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+        def batches():
+            for index in range(len(self)):
+                yield self[index]
+
+        signature = keras.tree.map_structure(spec, self[0])
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        # A known length: otherwise Keras runs one extra step per epoch into the end of the
+        # data, and that failed step still advances the optimizer's step counter.
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+
     def __getitem__(self, index):
         return self.collate([self.examples[i] for i in self._batches[index]])

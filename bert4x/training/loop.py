@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from bert4x.training.callbacks import Evaluator, MetricsLog
+from bert4x.training.data import BucketedBatches
 
 
 class ReplayableEpochs(keras.callbacks.Callback):
@@ -57,7 +58,8 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     os.makedirs(work_dir, exist_ok=True)
-    steps = [ReplayableEpochs(train_data if hasattr(train_data, "set_epoch") else None, seed)]
+    steps = [ReplayableEpochs(train_data if isinstance(train_data, BucketedBatches) else None,
+                              seed)]
     if evaluator is not None:
         if evaluator.best_path is None:
             evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
@@ -69,6 +71,8 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
         # Last, so an epoch only counts as done once everything above has finished with it.
         steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup"),
                                                       save_freq="epoch", delete_checkpoint=False))
+    if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
+        train_data = train_data.as_tf_dataset()
     # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded generator,
     # which a resumed run cannot reproduce; BucketedBatches shuffles by (seed, epoch) itself.
     return model.fit(train_data, epochs=epochs, callbacks=steps, validation_data=validation_data,
