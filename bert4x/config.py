@@ -53,10 +53,15 @@ _FIXED_KEYS = {
 
 #: Allowed values of the research options; "auto" RoPE means the model family's own choice.
 RESEARCH_CHOICES = {"rope": ("auto", "1d", "2d", None),
-                    "attention_scale": ("sqrt", "entropy_invariant")}
+                    "attention_scale": ("auto", "sqrt", "entropy_invariant")}
 #: Research options and their plain-Transformer values (what HF checkpoints can express).
-RESEARCH_DEFAULTS = {"rope": "auto", "attention_scale": "sqrt", "talking_heads": False,
-                     "residual_attention_scores": False}
+RESEARCH_DEFAULTS = {"rope": "auto", "attention_scale": "auto", "talking_heads": False,
+                     "residual_attention_scores": False, "chunk_size": None}
+#: Families built from gated attention units (no multi-head attention, no feed-forward).
+GAU_FAMILIES = ("gau_alpha", "flash")
+#: GAU-α's config spells the attention normalisation; "softmax_plus" is the entropy-invariant
+#: scale (ZhuiyiTechnology/GAU-alpha and its PyTorch port's config.json).
+_NORMALIZATION_SCALES = {"softmax_plus": "entropy_invariant", "softmax": "sqrt"}
 
 
 class ConfigError(ValueError):
@@ -89,9 +94,10 @@ class TransformerConfig:
     key_size: Optional[int] = None
     # Research options (not in public config files; given as build_transformer_model overrides).
     rope: Optional[str] = "auto"
-    attention_scale: str = "sqrt"
+    attention_scale: str = "auto"
     talking_heads: bool = False
     residual_attention_scores: bool = False
+    chunk_size: Optional[int] = None
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -121,6 +127,8 @@ class TransformerConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config key {name!r} must be true or false, "
                                   f"got {getattr(self, name)!r}")
+        if self.chunk_size is not None:
+            _require_int("chunk_size", self.chunk_size, minimum=1)
         if self.head_size is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"config key 'num_attention_heads' ({self.num_attention_heads}) does not divide "
@@ -151,6 +159,7 @@ class TransformerConfig:
     def from_dict(cls, values: Mapping[str, Any], model: Optional[str] = None) -> "TransformerConfig":
         """Build from a config mapping, rejecting unknown keys and unsupported settings by name."""
         field_names = {f.name for f in dataclasses.fields(cls)}
+        values = _gau_config_keys(dict(values), model)
         kwargs = {}
         for key, value in values.items():
             if key in field_names:
@@ -189,6 +198,37 @@ class TransformerConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _gau_config_keys(values: dict, model: Optional[str]) -> dict:
+    """Read the keys GAU-α's config.json spells its own way into ours.
+
+    ``attention_key_size`` is our ``key_size``; ``normalization`` and a boolean
+    ``attention_scale`` together give our ``attention_scale``; ``use_bias`` must match the
+    family; a GAU stack has no heads, so ``num_attention_heads`` defaults to 1.
+    """
+    if "attention_key_size" in values:
+        values.setdefault("key_size", values.pop("attention_key_size"))
+    scale = values.get("attention_scale")
+    if isinstance(scale, bool):
+        if not scale:
+            raise ConfigError("config key 'attention_scale' = false (no 1/sqrt(d) scaling) is "
+                              "not supported")
+        values.pop("attention_scale")
+    if "normalization" in values:
+        normalization = values.pop("normalization")
+        if normalization not in _NORMALIZATION_SCALES:
+            raise ConfigError(f"config key 'normalization' = {normalization!r} is not supported "
+                              f"(supported: {sorted(_NORMALIZATION_SCALES)})")
+        values.setdefault("attention_scale", _NORMALIZATION_SCALES[normalization])
+    if "use_bias" in values:
+        expected = model != "gau_alpha" and model != "roformer_v2"
+        if values.pop("use_bias") != expected:
+            raise ConfigError(f"config key 'use_bias' must be {str(expected).lower()} for "
+                              f"model={model!r}")
+    if model in GAU_FAMILIES:
+        values.setdefault("num_attention_heads", 1)
+    return values
 
 
 def _compatible_types(model: str) -> set:

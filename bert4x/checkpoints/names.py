@@ -65,6 +65,15 @@ _LAYER_ROWS = [
      "{p}.encoder.layer.{i}.output.LayerNorm.weight"),
     ("Transformer-{i}-FeedForward-Norm/beta", "bert/encoder/layer_{i}/output/LayerNorm/beta",
      "{p}.encoder.layer.{i}.output.LayerNorm.bias"),
+] + [
+    # GAU-α's release (ZhuiyiTechnology/GAU-alpha, models.py): kernels and scale-offset gammas
+    # only; biases and betas exist in FLASH units, under the same scheme. HF has no such model.
+    (f"Transformer-{{i}}-GatedAttentionUnit/{part}", f"GAU_alpha/encoder/layer_{{i}}/gau/{part}",
+     None)
+    for part in ("i_dense/kernel", "i_dense/bias", "o_dense/kernel", "o_dense/bias",
+                 "q_scaleoffset/gamma", "q_scaleoffset/beta", "k_scaleoffset/gamma",
+                 "k_scaleoffset/beta", "lin_q_scaleoffset/gamma", "lin_q_scaleoffset/beta",
+                 "lin_k_scaleoffset/gamma", "lin_k_scaleoffset/beta")
 ]
 
 #: Checkpoint entries that belong to heads a caller may not build: unused, but expected.

@@ -64,6 +64,9 @@ class GatedAttentionUnit(keras.layers.Layer):
         if chunk_size is not None and (normalization != "relu2" or chunk_size < 1):
             raise ValueError("mixed-chunk attention (chunk_size) needs normalization='relu2' "
                              f"and a positive chunk size, got {normalization!r}, {chunk_size!r}")
+        if normalization == "relu2" and attention_scale != "sqrt":
+            raise ValueError("the entropy-invariant scale belongs to softmax attention; "
+                             "relu² attention is normalised by the key count instead")
         if rope and key_size % 2:
             raise ValueError(f"RoPE needs an even key_size, got {key_size}")
         self.units = units

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import keras
 
-from bert4x.config import TransformerConfig
+from bert4x.config import GAU_FAMILIES, TransformerConfig
 from bert4x.layers import activations
 from bert4x.layers import (
-    APPLICATIONS, AttentionMask, BiasAdd, FeedForward, LayerNormalization, MultiHeadAttention,
-    Pooler, PositionEmbedding, TokenEmbedding,
+    APPLICATIONS, AttentionMask, BiasAdd, FeedForward, GatedAttentionUnit, LayerNormalization,
+    MultiHeadAttention, Pooler, PositionEmbedding, TokenEmbedding,
 )
 
 
@@ -37,6 +37,7 @@ class Transformer:
     supports_pool = True
     use_bias = True
     use_rope = False
+    default_attention_scale = "sqrt"
 
     def __init__(self, config: TransformerConfig, application="encoder", with_pool=False,
                  with_mlm=False, name=None):
@@ -46,6 +47,8 @@ class Transformer:
             raise ValueError(f"model={self.model_name!r} has no pooler; use with_pool=False")
         if application != "encoder" and not with_mlm:
             raise ValueError(f"application={application!r} predicts tokens: set with_mlm=True")
+        if config.chunk_size is not None and self.model_name not in GAU_FAMILIES:
+            raise ValueError(f"chunk_size is a FLASH option; model={self.model_name!r} has none")
         self.config = config
         self.application = application
         self.with_pool = with_pool
@@ -54,6 +57,13 @@ class Transformer:
         self.token_embedding = None
         self.positions = None
         self.previous_scores = None
+
+    @property
+    def attention_scale(self):
+        """The config's ``attention_scale`` override, or the family's own choice."""
+        if self.config.attention_scale == "auto":
+            return self.default_attention_scale
+        return self.config.attention_scale
 
     @property
     def rope(self):
@@ -80,7 +90,7 @@ class Transformer:
 
     # The model ---------------------------------------------------------------------------------
     def build(self) -> keras.Model:
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
+        token_ids = self.token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
         inputs = [token_ids, segment_ids]
         if self.rope == "2d":
@@ -133,7 +143,7 @@ class Transformer:
             heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
             key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
             attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
-            attention_scale=cfg.attention_scale, talking_heads=cfg.talking_heads,
+            attention_scale=self.attention_scale, talking_heads=cfg.talking_heads,
             residual_scores=cfg.residual_attention_scores,
             kernel_initializer=self.initializer, name=attention,
         )(x, attention_mask=mask, positions=self.positions, previous_scores=self.previous_scores)
@@ -209,4 +219,67 @@ class RoFormerV2(RoFormer):
         return self.mlm_activation(self.token_embedding(x, reverse=True))
 
 
-MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2)}
+class GAUAlpha(RoFormerV2):
+    """GAU-α: RoFormer-V2 whose blocks are single gated attention units, post-norm.
+
+    Each block is ``x = Norm(x + Dropout(GAU(x)))`` with softmax attention under the
+    entropy-invariant scale ("softmax_plus"), RoPE on Q/K, swish, no biases; ``intermediate_size``
+    is the unit's e, ``key_size`` its s (128 unless given). Units use Xavier (Glorot) init: with
+    post-norm it makes each unit start far smaller than its input, so no warmup is needed.
+    """
+
+    model_name = "gau_alpha"
+    default_attention_scale = "entropy_invariant"
+    normalization = "softmax"
+
+    def __init__(self, config: TransformerConfig, **kwargs):
+        for option in ("talking_heads", "residual_attention_scores"):
+            if getattr(config, option):
+                raise ValueError(f"{option} is a multi-head attention option; "
+                                 f"model={self.model_name!r} is built from gated attention units")
+        if config.rope not in ("auto", "1d", None):
+            raise ValueError(f"model={self.model_name!r} supports rope='1d' or None, "
+                             f"got {config.rope!r}")
+        super().__init__(config, **kwargs)
+
+    def gated_attention_unit(self, index, **options):
+        cfg = self.config
+        return GatedAttentionUnit(
+            units=cfg.intermediate_size, key_size=cfg.key_size or 128,
+            activation=cfg.activation, use_bias=self.use_bias, normalization=self.normalization,
+            attention_scale=self.attention_scale, rope=self.rope == "1d",
+            attention_dropout=cfg.attention_probs_dropout_prob,
+            name=f"Transformer-{index}-GatedAttentionUnit", **options)
+
+    def apply_layer(self, x, mask, index):
+        y = self.gated_attention_unit(index)(x, attention_mask=mask)
+        return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
+
+
+class Flash(GAUAlpha):
+    """FLASH: the GAU stack with relu² attention and biases; with ``chunk_size`` each unit uses
+    mixed-chunk attention (quadratic within chunks, linear across them), so cost grows linearly
+    with length. Mixed-chunk attention knows padding and causality only: ``application`` is
+    ``"encoder"`` or ``"lm"``."""
+
+    model_name = "flash"
+    default_attention_scale = "sqrt"
+    normalization = "relu2"
+    use_bias = True
+
+    def __init__(self, config: TransformerConfig, application="encoder", **kwargs):
+        if config.chunk_size is not None and application == "unilm":
+            raise ValueError("FLASH mixed-chunk attention supports application='encoder' or "
+                             "'lm', not 'unilm'; leave chunk_size unset for UniLM")
+        super().__init__(config, application=application, **kwargs)
+
+    def apply_layer(self, x, mask, index):
+        if self.config.chunk_size is None:
+            return super().apply_layer(x, mask, index)
+        unit = self.gated_attention_unit(index, chunk_size=self.config.chunk_size,
+                                         causal=self.application == "lm")
+        y = unit(x, key_mask=keras.ops.not_equal(self.token_ids, 0))
+        return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
+
+
+MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash)}
