@@ -6,64 +6,11 @@ import numpy as np
 import pytest
 
 from bert4x.layers.gau import GatedAttentionUnit
-from tests.numpy_reference import rope, softmax
-
-
-def silu(x):
-    return x / (1 + np.exp(-x))
+from tests.numpy_reference import numpy_flash, numpy_gau
 
 
 def weights_of(layer):
     return {v.path.split("/", 1)[1]: v.numpy().astype("float64") for v in layer.weights}
-
-
-def scale_offset(z, w, name):
-    out = z * w[f"{name}/gamma"]
-    return out + w[f"{name}/beta"] if f"{name}/beta" in w else out
-
-
-def project(z, w, name):
-    return rope(scale_offset(z, w, name)[:, None, :])[:, 0, :]
-
-
-def split_units(x, w, units):
-    h = silu(x @ w["i_dense/kernel"] + w.get("i_dense/bias", 0))
-    return h[:, :units], h[:, units:2 * units], h[:, 2 * units:]
-
-
-def numpy_gau(x, w, units, key_size, allowed, normalization, entropy=False):
-    """One example: x [n, hidden], allowed [n, n] bool."""
-    u, v, z = split_units(x, w, units)
-    q, k = project(z, w, "q_scaleoffset"), project(z, w, "k_scaleoffset")
-    a = q @ k.T / np.sqrt(key_size)
-    n = allowed.sum(-1, keepdims=True)
-    if normalization == "softmax":
-        if entropy:
-            a = a * np.log(np.maximum(n, 16)) / np.log(512)
-        weights = softmax(np.where(allowed, a, -np.inf))
-    else:
-        weights = np.where(allowed, np.maximum(a, 0) ** 2, 0) / np.maximum(n, 1)
-    return (u * (weights @ v)) @ w["o_dense/kernel"] + w.get("o_dense/bias", 0)
-
-
-def numpy_flash(x, w, units, key_size, length, chunk, causal):
-    """One example, query by query: relu² attention to the valid keys of the query's own chunk
-    (earlier or same position when causal) plus the mean linear attention over the valid keys of
-    the other chunks (earlier chunks when causal)."""
-    u, v, z = split_units(x, w, units)
-    qq, qk = project(z, w, "q_scaleoffset"), project(z, w, "k_scaleoffset")
-    lq, lk = project(z, w, "lin_q_scaleoffset"), project(z, w, "lin_k_scaleoffset")
-    out = np.zeros_like(v)
-    for i in range(len(x)):
-        own = i // chunk
-        inside = [j for j in range(length) if j // chunk == own and (not causal or j <= i)]
-        a = np.maximum(qq[i] @ qk[inside].T / np.sqrt(key_size), 0) ** 2 / len(inside)
-        out[i] = a @ v[inside]
-        others = [j for j in range(length)
-                  if (j // chunk < own if causal else j // chunk != own)]
-        if others:
-            out[i] += (lq[i] @ lk[others].T) @ v[others] / len(others)
-    return (u * out) @ w["o_dense/kernel"] + w.get("o_dense/bias", 0)
 
 
 def randomised(layer, shape, seed=0):

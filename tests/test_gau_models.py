@@ -10,9 +10,8 @@ import pytest
 from bert4x import ConfigError, build_transformer_model
 from bert4x.tokenizers import Tokenizer
 from pretrained import CHINESE_BERT_VOCAB, chinese_texts
-from tests.numpy_reference import layer_norm, softmax
+from tests.numpy_reference import layer_norm, numpy_gau, softmax
 from tests.references import random_batch, write_google_checkpoint
-from tests.test_gau import numpy_gau
 
 # GAU-α's config.json as released (keys as in its PyTorch port's copy), shrunk.
 GAU_ALPHA_CONFIG = {

@@ -153,8 +153,8 @@ class Tokenizer:
             second_pieces = self.batch_pieces(seconds)
         encoded = [self._assemble(a, b, maxlen, truncation, return_offsets)
                    for a, b in zip(first_pieces, second_pieces)]
-        return tuple(list(column) for column in zip(*encoded)) if encoded else (
-            ([], [], []) if return_offsets else ([], []))
+        columns = 3 if return_offsets else 2
+        return tuple([row[c] for row in encoded] for c in range(columns))
 
     def _assemble(self, first: Pieces, second: Optional[Pieces], maxlen: Optional[int],
                   truncation: str, return_offsets: bool):
@@ -197,8 +197,7 @@ class Tokenizer:
 
     def decode(self, token_ids: Iterable[int]) -> str:
         """Readable text: CJK characters joined directly, ``##`` pieces glued, words spaced."""
-        tokens = [t for t in self.ids_to_tokens(token_ids)
-                  if self.token_to_id[t] not in self.special_ids]
+        tokens = self.ids_to_tokens(i for i in token_ids if int(i) not in self.special_ids)
         text = ""
         for token in tokens:
             if token.startswith("##") and len(token) > 2:

@@ -1,5 +1,5 @@
-"""Callbacks of the shared loop: task-metric evaluation with best-weights saving, a metrics
-log with a plot, and the hook that keeps a resumed dataset on the right epoch."""
+"""Callbacks of the shared loop: task-metric evaluation (with EMA weights) and best-weights
+saving, and a metrics log with a plot."""
 
 from __future__ import annotations
 
