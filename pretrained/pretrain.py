@@ -121,7 +121,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps-per-epoch", type=int, default=250,
                         help="batches per epoch; an epoch is also the resume granularity")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", help="after training, write vocab and weights here")

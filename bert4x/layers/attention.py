@@ -9,6 +9,10 @@
   probabilities after it (Shazeer et al. 2020); both start as the identity.
 * ``residual_scores`` (RealFormer): the layer adds the previous layer's pre-softmax scores to its
   own and returns its scores for the next layer.
+
+For incremental decoding the call also takes a key/value ``cache``: the new tokens' keys and
+values are written into it at ``cache_index`` and the queries attend over the whole cache, so a
+generated token costs one position instead of the whole prefix.
 """
 
 import math
@@ -17,6 +21,12 @@ import keras
 from keras import ops
 
 from bert4x.layers.rotary import apply_rotary, apply_rotary_2d
+
+
+def write_cache(cache, new, index):
+    """``cache`` [batch, max_len, ...] with ``new`` [batch, n, ...] written from slot ``index``."""
+    start = (0, index) + (0,) * (len(cache.shape) - 2)
+    return ops.slice_update(cache, start, ops.cast(new, cache.dtype))
 
 #: Logit given to masked positions: exp() of it underflows to exactly 0 in float32.
 MASKED_LOGIT = -1e9
@@ -42,6 +52,12 @@ class MultiHeadAttention(keras.layers.Layer):
     ``attention_bias`` (added to the logits), ``positions`` ([batch, n, 2], needed by 2D RoPE)
     and, with ``residual_scores``, ``previous_scores`` (None for the first layer). With
     ``residual_scores`` the call returns ``(output, scores)``. Logits and softmax run in float32.
+
+    Incremental decoding: ``cache=(keys, values)`` of shapes [batch, max_len, heads, key_size]
+    and [batch, max_len, heads, head_size], ``cache_index`` (scalar: where the new tokens go) and,
+    for 1D RoPE, ``positions`` ([batch, n] token positions). The attention mask then covers the
+    whole cache ([batch, 1, n, max_len]) and the updated ``keys, values`` are appended to the
+    returned tuple.
     """
 
     def __init__(self, heads, head_size, key_size=None, out_dim=None, use_bias=True,
@@ -100,7 +116,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _rotate(self, x, positions):
         if self.rope == "1d":
-            return apply_rotary(x, ops.arange(ops.shape(x)[1]))
+            return apply_rotary(x, ops.arange(ops.shape(x)[1]) if positions is None else positions)
         if positions is None:
             raise ValueError(f"{self.name}: rope='2d' needs positions, an (x, y) pair per token "
                              "([batch, n, 2])")
@@ -121,7 +137,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.einsum("bhqk,hg->bgqk", x, ops.cast(mixing, x.dtype))
 
     def call(self, query, key=None, value=None, attention_mask=None, attention_bias=None,
-             positions=None, previous_scores=None, training=None):
+             positions=None, previous_scores=None, cache=None, cache_index=None, training=None):
         key = query if key is None else key
         value = key if value is None else value
         q = self._split_heads(self.query_dense(query), self.key_size)
@@ -129,6 +145,8 @@ class MultiHeadAttention(keras.layers.Layer):
         v = self._split_heads(self.value_dense(value), self.head_size)
         if self.rope is not None:
             q, k = self._rotate(q, positions), self._rotate(k, positions)
+        if cache is not None:
+            k, v = (write_cache(stored, new, cache_index) for stored, new in zip(cache, (k, v)))
         # Keras' TF einsum is measurably slower than transposes + batched matmul on CPU.
         logits = ops.matmul(ops.transpose(q, (0, 2, 1, 3)), ops.transpose(k, (0, 2, 3, 1)))
         logits = self._scale(ops.cast(logits, "float32"), attention_mask)
@@ -148,15 +166,16 @@ class MultiHeadAttention(keras.layers.Layer):
         context = ops.transpose(ops.matmul(probs, ops.transpose(v, (0, 2, 1, 3))), (0, 2, 1, 3))
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.heads * self.head_size))
-        output = self.output_dense(context)
-        return (output, scores) if self.residual_scores else output
+        outputs = (self.output_dense(context),)
+        if self.residual_scores:
+            outputs += (scores,)
+        if cache is not None:
+            outputs += (k, v)
+        return outputs if len(outputs) > 1 else outputs[0]
 
-    def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, **kwargs):
-        output = (*query_shape[:-1], self.out_dim or query_shape[-1])
-        if not self.residual_scores:
-            return output
-        key_length = (key_shape or query_shape)[1]
-        return output, (query_shape[0], self.heads, query_shape[1], key_length)
+    def cache_shapes(self):
+        """Per-token shapes of the cached keys and values."""
+        return (self.heads, self.key_size), (self.heads, self.head_size)
 
     def get_config(self):
         return {

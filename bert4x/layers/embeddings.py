@@ -29,7 +29,9 @@ class TokenEmbedding(keras.layers.ReversibleEmbedding):
 
 @keras.saving.register_keras_serializable(package="bert4x")
 class PositionEmbedding(keras.layers.Layer):
-    """Learned absolute positions (BERT): returns ``inputs + table[:seq_len]``.
+    """Learned absolute positions (BERT): returns ``inputs + table[:seq_len]``, or
+    ``inputs + table[positions]`` when token positions ([batch, n]) are given, as in incremental
+    decoding.
 
     Sequences longer than the table raise an error naming ``max_position_embeddings`` rather than
     failing inside a slice.
@@ -47,14 +49,15 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs):
-        seq_len = ops.shape(inputs)[1]
+    def call(self, inputs, positions=None):
+        if positions is None:
+            positions = ops.arange(ops.shape(inputs)[1], dtype="int32")[None]
         positions = check_less(
-            ops.arange(seq_len, dtype="int32"), self.input_dim,
+            ops.cast(positions, "int32"), self.input_dim,
             f"{self.name}: sequence is longer than max_position_embeddings={self.input_dim}",
         )
         table = ops.take(self.embeddings, positions, axis=0)
-        return inputs + ops.cast(table, inputs.dtype)[None]
+        return inputs + ops.cast(table, inputs.dtype)
 
     def get_config(self):
         return {

@@ -12,12 +12,15 @@ at the end): quadratic attention inside each chunk plus linear attention to the 
 (all others, or only earlier ones when ``causal``), with their own scale-offsets for Q and K.
 Cost grows linearly with length. The linear part is a mean over the keys it covers, so with a
 single chunk the unit is exactly the quadratic one, and a causal unit never reads later tokens.
+
+The quadratic unit decodes incrementally with a cache of its keys K and values V, like
+:class:`~bert4x.layers.attention.MultiHeadAttention`.
 """
 
 import keras
 from keras import ops
 
-from bert4x.layers.attention import MASKED_LOGIT, entropy_invariant_factor
+from bert4x.layers.attention import MASKED_LOGIT, entropy_invariant_factor, write_cache
 from bert4x.layers.rotary import apply_rotary
 
 NORMALIZATIONS = ("softmax", "relu2")
@@ -51,6 +54,9 @@ class GatedAttentionUnit(keras.layers.Layer):
 
     Call with ``attention_mask`` (bool [batch, 1, q, k], True = may attend) for the quadratic
     unit, or ``key_mask`` (bool [batch, n]) for the chunked one, whose causality is ``causal``.
+    Incremental decoding (quadratic unit only): ``cache=(keys, values)`` ([batch, max_len,
+    key_size] and [batch, max_len, units]), ``cache_index`` and ``positions`` ([batch, n]) as
+    for multi-head attention; the call then returns ``(output, keys, values)``.
     """
 
     def __init__(self, units, key_size=128, activation="silu", use_bias=True,
@@ -99,19 +105,33 @@ class GatedAttentionUnit(keras.layers.Layer):
             self.scale_offsets[name] = layer
         self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
 
-    def _project(self, z, name):
+    def _project(self, z, name, positions=None):
         x = self.scale_offsets[name](z)
         if self.rope:
-            x = apply_rotary(x[:, :, None, :], ops.arange(ops.shape(x)[1]))[:, :, 0, :]
+            positions = ops.arange(ops.shape(x)[1]) if positions is None else positions
+            x = apply_rotary(x[:, :, None, :], positions)[:, :, 0, :]
         return x
 
-    def call(self, x, attention_mask=None, key_mask=None, training=None):
+    def call(self, x, attention_mask=None, key_mask=None, positions=None, cache=None,
+             cache_index=None, training=None):
         u, v, z = ops.split(self.i_dense(x), [self.units, 2 * self.units], axis=-1)
         if self.chunk_size is None:
-            mixed = self._quadratic(z, v, attention_mask, training)
+            q = self._project(z, "q_scaleoffset", positions)
+            k = self._project(z, "k_scaleoffset", positions)
+            if cache is not None:
+                k, v = (write_cache(stored, new, cache_index) for stored, new in zip(cache, (k, v)))
+            mixed = self._quadratic(q, k, v, attention_mask, training)
+        elif cache is not None:
+            raise ValueError(f"{self.name}: mixed-chunk attention has no incremental decoding; "
+                             "build the unit without chunk_size to decode with a cache")
         else:
             mixed = self._mixed_chunk(z, v, key_mask, training)
-        return self.o_dense(u * mixed)
+        output = self.o_dense(u * mixed)
+        return output if cache is None else (output, k, v)
+
+    def cache_shapes(self):
+        """Per-token shapes of the cached keys and values."""
+        return (self.key_size,), (self.units,)
 
     def _normalize(self, logits, allowed, training):
         """Attention weights from float32 logits [..., q, k] and bool ``allowed``."""
@@ -126,12 +146,10 @@ class GatedAttentionUnit(keras.layers.Layer):
             weights = weights / ops.maximum(attended, 1.0)
         return self.dropout(weights, training=training)
 
-    def _quadratic(self, z, v, attention_mask, training):
-        q, k = self._project(z, "q_scaleoffset"), self._project(z, "k_scaleoffset")
+    def _quadratic(self, q, k, v, attention_mask, training):
         logits = ops.cast(ops.matmul(q, ops.transpose(k, (0, 2, 1))), "float32")
-        n = ops.shape(z)[1]
-        allowed = ops.ones((1, n, n), "bool") if attention_mask is None \
-            else attention_mask[:, 0]
+        allowed = ops.ones((1, ops.shape(q)[1], ops.shape(k)[1]), "bool") \
+            if attention_mask is None else attention_mask[:, 0]
         weights = self._normalize(logits, allowed, training)
         return ops.matmul(ops.cast(weights, v.dtype), v)
 
@@ -174,9 +192,6 @@ class GatedAttentionUnit(keras.layers.Layer):
         linear = ops.matmul(lin_q, kv) / ops.maximum(count, 1.0)[:, :, None, None]
         mixed = ops.reshape(quadratic + linear, (batch, groups * c, ops.shape(v)[-1]))
         return mixed[:, :n]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {

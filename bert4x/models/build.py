@@ -24,6 +24,8 @@ class TransformerModel:
         self.config = builder.config
         self.model_name = builder.model_name
         self.model = builder.build()
+        # Decoders find the builder here to wire the model's layers into a cached step model.
+        self.model._bert4x_builder = builder
         self.load_report: Optional[LoadReport] = None
 
     def load_checkpoint(self, checkpoint_path, keep_tokens=None, allow_missing=False,

@@ -4,6 +4,11 @@ A builder turns a :class:`TransformerConfig` into a functional ``keras.Model`` w
 stable names (``Embedding-Token``, ``Transformer-3-FeedForward``...).  Those names, joined with the
 sub-layer and variable names, are the weight paths that :mod:`bert4x.checkpoints` maps onto
 Google and HF checkpoint names.
+
+A builder also runs the *same* layers step by step for incremental decoding
+(:meth:`Transformer.decode_step`): every attention layer reads and extends a key/value cache, so
+generating a token costs one position. Layers are created through :meth:`Transformer.make`, which
+hands back the trained model's layer of that name during a decoding step.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class Transformer:
     Keras activation name is accepted).  Outputs follow bert4keras: the sequence output alone, or
     the pooled output and/or MLM output when those heads are requested; every intermediate
     tensor stays reachable through ``model.get_layer(name).output``.
+
+    ``decode_step(model, ...)`` runs the same layers incrementally; see its docstring.
     """
 
     model_name = "bert"
@@ -54,6 +61,13 @@ class Transformer:
         self.with_pool = with_pool
         self.with_mlm = with_mlm
         self.name = name or self.model_name
+        self._reset()
+
+    def _reset(self, reuse=None, cache=None):
+        """Per-build state: the model whose layers are reused, the decoding cache, and tensors
+        threaded from layer to layer."""
+        self.reuse = reuse
+        self.cache = cache
         self.token_embedding = None
         self.positions = None
         self.previous_scores = None
@@ -77,19 +91,36 @@ class Transformer:
     def initializer(self):
         return keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
 
+    def make(self, layer_class, name, **kwargs):
+        """A new layer, or, during a decoding step, the trained model's layer of that name."""
+        if self.reuse is not None:
+            return self.reuse.get_layer(name)
+        return layer_class(name=name, **kwargs)
+
     def dropout(self, x, name):
         rate = self.config.hidden_dropout_prob
-        return keras.layers.Dropout(rate, name=name)(x) if rate else x
+        return self.make(keras.layers.Dropout, name, rate=rate)(x) if rate else x
 
     def norm(self, x, name):
-        return LayerNormalization(epsilon=self.config.layer_norm_eps, name=name)(x)
+        return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps)(x)
 
     def dense(self, x, units, name, activation=None, use_bias=True):
-        return keras.layers.Dense(units, activation=activations.get(activation), use_bias=use_bias,
-                                  kernel_initializer=self.initializer, name=name)(x)
+        return self.make(keras.layers.Dense, name, units=units,
+                         activation=activations.get(activation), use_bias=use_bias,
+                         kernel_initializer=self.initializer)(x)
+
+    def attend(self, layer, x, mask, index, **kwargs):
+        """Call an attention-like layer; in a decoding step, through layer ``index``'s cache."""
+        if self.cache is None:
+            return layer(x, attention_mask=mask, positions=self.positions, **kwargs)
+        *outputs, keys, values = layer(x, attention_mask=mask, **self.cache.layer_inputs(index),
+                                       **kwargs)
+        self.cache.updated.append((keys, values))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     # The model ---------------------------------------------------------------------------------
     def build(self) -> keras.Model:
+        self._reset()
         token_ids = self.token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
         segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
         inputs = [token_ids, segment_ids]
@@ -98,8 +129,7 @@ class Transformer:
             inputs.append(self.positions)
         mask = AttentionMask(self.application, name="Attention-Mask")([token_ids, segment_ids])
         x = self.apply_embeddings(token_ids, segment_ids)
-        for index in range(self.config.num_hidden_layers):
-            x = self.apply_layer(x, mask, index)
+        x = self.apply_layers(x, mask)
         outputs = []
         if self.with_pool:
             outputs.append(self.apply_pooler(x))
@@ -108,24 +138,68 @@ class Transformer:
         outputs = outputs or [x]
         return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=self.name)
 
+    def apply_layers(self, x, mask):
+        for index in range(self.config.num_hidden_layers):
+            x = self.apply_layer(x, mask, index)
+        return x
+
+    def cache_shapes(self):
+        """Per-token shapes of one layer's cached keys and values."""
+        cfg = self.config
+        return ((cfg.num_attention_heads, cfg.attention_key_size),
+                (cfg.num_attention_heads, cfg.attention_head_size))
+
+    def check_decodable(self):
+        """Refuse, with the reason, models that :meth:`decode_step` cannot run."""
+        if not self.with_mlm:
+            raise ValueError("incremental decoding predicts tokens: build the model with with_mlm")
+        if self.rope == "2d":
+            raise ValueError("2D RoPE positions are for images; decoding supports 1D positions")
+        if self.config.chunk_size is not None:
+            raise ValueError("FLASH mixed-chunk attention has no incremental decoding; "
+                             "build the decoder's model without chunk_size")
+
+    def decode_step(self, model: keras.Model, token_ids, segment_ids, positions, mask, keys,
+                    values, index):
+        """Run ``model``'s own layers (shared weights) on new tokens through a key/value cache.
+
+        ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
+        ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``:
+        [batch, layers, max_len, ...] (see :meth:`cache_shapes`); ``index``: the slot of the
+        first new token. Returns the new tokens' MLM logits and the updated caches. The caller
+        owns the mask, so one step serves ``lm`` and ``unilm`` alike. This runs on tensors, not
+        as a functional model: Keras' graph check cannot follow a layer whose outputs change
+        shape between calls, as the cached attention's do.
+        """
+        self.check_decodable()
+        self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
+        try:
+            x = self.apply_embeddings(token_ids, segment_ids)
+            logits = self.apply_mlm(self.apply_layers(x, mask))
+            new_keys, new_values = zip(*self.cache.updated)
+        finally:
+            self._reset()
+        return logits, keras.ops.stack(new_keys, axis=1), keras.ops.stack(new_values, axis=1)
+
     def embed_tokens(self, token_ids, segment_ids):
         cfg = self.config
-        self.token_embedding = TokenEmbedding(
-            cfg.vocab_size, cfg.embedding_dim, embeddings_initializer=self.initializer,
-            name="Embedding-Token")
+        self.token_embedding = self.make(
+            TokenEmbedding, "Embedding-Token", input_dim=cfg.vocab_size,
+            output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer)
         x = self.token_embedding(token_ids)
         if cfg.type_vocab_size:
-            s = TokenEmbedding(cfg.type_vocab_size, cfg.embedding_dim,
-                               embeddings_initializer=self.initializer,
-                               name="Embedding-Segment")(segment_ids)
-            x = keras.layers.Add(name="Embedding-Token-Segment")([x, s])
+            s = self.make(TokenEmbedding, "Embedding-Segment", input_dim=cfg.type_vocab_size,
+                          output_dim=cfg.embedding_dim,
+                          embeddings_initializer=self.initializer)(segment_ids)
+            x = self.make(keras.layers.Add, "Embedding-Token-Segment")([x, s])
         return x
 
     def apply_embeddings(self, token_ids, segment_ids):
         cfg = self.config
         x = self.embed_tokens(token_ids, segment_ids)
-        x = PositionEmbedding(cfg.max_position_embeddings, cfg.embedding_dim,
-                              embeddings_initializer=self.initializer, name="Embedding-Position")(x)
+        x = self.make(PositionEmbedding, "Embedding-Position", input_dim=cfg.max_position_embeddings,
+                      output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer,
+                      )(x, positions=None if self.cache is None else self.cache.positions)
         x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
         return self.map_embeddings(x)
@@ -139,25 +213,26 @@ class Transformer:
         """Post-norm block: x = Norm(x + Attention(x)); x = Norm(x + FFN(x))."""
         cfg = self.config
         attention = f"Transformer-{index}-MultiHeadSelfAttention"
-        y = MultiHeadAttention(
+        layer = self.make(
+            MultiHeadAttention, attention,
             heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
             key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
             attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
             attention_scale=self.attention_scale, talking_heads=cfg.talking_heads,
-            residual_scores=cfg.residual_attention_scores,
-            kernel_initializer=self.initializer, name=attention,
-        )(x, attention_mask=mask, positions=self.positions, previous_scores=self.previous_scores)
+            residual_scores=cfg.residual_attention_scores, kernel_initializer=self.initializer)
+        y = self.attend(layer, x, mask, index, previous_scores=self.previous_scores)
         if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
             y, self.previous_scores = y
         x = self.residual(x, y, attention)
         feed_forward = f"Transformer-{index}-FeedForward"
-        y = FeedForward(cfg.intermediate_size, activation=cfg.activation, use_bias=self.use_bias,
-                        kernel_initializer=self.initializer, name=feed_forward)(x)
+        y = self.make(FeedForward, feed_forward, units=cfg.intermediate_size,
+                      activation=cfg.activation, use_bias=self.use_bias,
+                      kernel_initializer=self.initializer)(x)
         return self.residual(x, y, feed_forward)
 
     def residual(self, x, y, name):
         y = self.dropout(y, f"{name}-Dropout")
-        x = keras.layers.Add(name=f"{name}-Add")([x, y])
+        x = self.make(keras.layers.Add, f"{name}-Add")([x, y])
         return self.norm(x, f"{name}-Norm")
 
     def apply_pooler(self, x):
@@ -168,10 +243,13 @@ class Transformer:
         x = self.dense(x, self.config.embedding_dim, "MLM-Dense", activation=self.config.activation)
         x = self.norm(x, "MLM-Norm")
         x = self.token_embedding(x, reverse=True)
-        x = BiasAdd(name="MLM-Bias")(x)
+        x = self.make(BiasAdd, "MLM-Bias")(x)
         return self.mlm_activation(x)
 
     def mlm_activation(self, logits):
+        """The requested output activation; a decoding step always returns logits."""
+        if self.cache is not None:
+            return logits
         activation = "softmax" if self.with_mlm is True else self.with_mlm
         return keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")(logits)
 
@@ -203,8 +281,8 @@ class RoFormerV2(RoFormer):
     use_bias = False
 
     def norm(self, x, name):
-        return LayerNormalization(epsilon=self.config.layer_norm_eps, center=False, scale=False,
-                                  zero_mean=False, name=name)(x)
+        return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps,
+                         center=False, scale=False, zero_mean=False)(x)
 
     def apply_embeddings(self, token_ids, segment_ids):
         x = self.embed_tokens(token_ids, segment_ids)
@@ -244,15 +322,18 @@ class GAUAlpha(RoFormerV2):
 
     def gated_attention_unit(self, index, **options):
         cfg = self.config
-        return GatedAttentionUnit(
+        return self.make(
+            GatedAttentionUnit, f"Transformer-{index}-GatedAttentionUnit",
             units=cfg.intermediate_size, key_size=cfg.key_size or 128,
             activation=cfg.activation, use_bias=self.use_bias, normalization=self.normalization,
             attention_scale=self.attention_scale, rope=self.rope == "1d",
-            attention_dropout=cfg.attention_probs_dropout_prob,
-            name=f"Transformer-{index}-GatedAttentionUnit", **options)
+            attention_dropout=cfg.attention_probs_dropout_prob, **options)
+
+    def cache_shapes(self):
+        return (self.config.key_size or 128,), (self.config.intermediate_size,)
 
     def apply_layer(self, x, mask, index):
-        y = self.gated_attention_unit(index)(x, attention_mask=mask)
+        y = self.attend(self.gated_attention_unit(index), x, mask, index)
         return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
 
 
@@ -280,6 +361,18 @@ class Flash(GAUAlpha):
                                          causal=self.application == "lm")
         y = unit(x, key_mask=keras.ops.not_equal(self.token_ids, 0))
         return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
+
+
+class StepCache:
+    """The cache tensors a decoding step threads through its attention layers."""
+
+    def __init__(self, keys, values, index, positions):
+        self.keys, self.values, self.index, self.positions = keys, values, index, positions
+        self.updated = []
+
+    def layer_inputs(self, layer):
+        return dict(cache=(self.keys[:, layer], self.values[:, layer]), cache_index=self.index,
+                    positions=self.positions)
 
 
 MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash)}

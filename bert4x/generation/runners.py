@@ -1,0 +1,121 @@
+"""Next-token log-probabilities for a growing set of rows (beams or samples) of one input.
+
+Two runners with one interface, so every decoding algorithm is written once:
+
+* :class:`CachedRunner` keeps each layer's keys and values and feeds the model only the new
+  token of each row: a step costs one position whatever the prefix length.
+* :class:`FullRunner` re-reads every row's whole sequence at each step; it is the reference the
+  cached runner is tested against, and the fallback for models that have no step model.
+
+``start(prefix)`` reads the prefix and returns log-probabilities [1, vocab] for the first new
+token; ``advance(parents, tokens)`` extends row ``parents[r]`` with ``tokens[r]`` for each new row
+``r`` and returns their log-probabilities [len(tokens), vocab].
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def compile_function(function):
+    """``function`` traced into a graph where the backend offers one.
+
+    TensorFlow retraces for new input ranks only (``reduce_retracing``): prefixes of any length
+    and any number of rows share one graph after the first few calls.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
+
+
+def log_softmax(logits) -> np.ndarray:
+    """Float64 log-softmax over the last axis of backend or NumPy logits."""
+    logits = np.asarray(ops.convert_to_numpy(logits), dtype="float64")
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class FullRunner:
+    """Runs the whole sequence of every row at every step (no cache)."""
+
+    def __init__(self, logits_function, new_segment_id: int):
+        self.logits_function = logits_function
+        self.new_segment_id = new_segment_id
+        self.tokens = self.segments = None
+
+    def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        self.tokens = prefix[None].astype("int32")
+        self.segments = np.zeros_like(self.tokens)
+        return self._last_log_probs()
+
+    def advance(self, parents, tokens) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype="int32")[:, None]
+        self.tokens = np.concatenate([self.tokens[parents], tokens], axis=1)
+        self.segments = np.concatenate(
+            [self.segments[parents], np.full_like(tokens, self.new_segment_id)], axis=1)
+        return self._last_log_probs()
+
+    def _last_log_probs(self):
+        return log_softmax(self.logits_function([self.tokens, self.segments])[:, -1])
+
+
+class CachedRunner:
+    """Feeds only new tokens to a step model that reads and extends a key/value cache.
+
+    The prefix sees itself bidirectionally (UniLM source segment) or causally (LM); each new
+    token sees every earlier slot and itself. Slots beyond the written ones stay masked.
+    """
+
+    def __init__(self, step_function, cache_shapes, layers: int, causal_prefix: bool,
+                 new_segment_id: int):
+        self.step_function = step_function
+        self.cache_shapes = cache_shapes
+        self.layers = layers
+        self.causal_prefix = causal_prefix
+        self.new_segment_id = new_segment_id
+        self.keys = self.values = None
+        self.length = self.max_len = 0
+
+    def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        length = len(prefix)
+        self.max_len = length + max_new_tokens
+        key_shape, value_shape = self.cache_shapes
+        keys = np.zeros((1, self.layers, self.max_len, *key_shape), "float32")
+        values = np.zeros((1, self.layers, self.max_len, *value_shape), "float32")
+        slots = np.arange(self.max_len)
+        queries = np.arange(length)[:, None]
+        allowed = slots[None] <= queries if self.causal_prefix else \
+            np.broadcast_to(slots[None] < length, (length, self.max_len))
+        self.keys, self.values = keys, values
+        log_probs = self._step(prefix[None], np.zeros((1, length), "int32"),
+                               np.arange(length)[None], allowed[None, None], index=0)
+        self.length = length
+        return log_probs
+
+    def advance(self, parents, tokens) -> np.ndarray:
+        parents = np.asarray(parents, dtype="int32")
+        self.keys = ops.take(self.keys, parents, axis=0)
+        self.values = ops.take(self.values, parents, axis=0)
+        rows = len(parents)
+        allowed = np.arange(self.max_len) <= self.length
+        log_probs = self._step(
+            np.asarray(tokens, "int32")[:, None], np.full((rows, 1), self.new_segment_id, "int32"),
+            np.full((rows, 1), self.length, "int32"),
+            np.broadcast_to(allowed, (rows, 1, 1, self.max_len)), index=self.length)
+        self.length += 1
+        return log_probs
+
+    def _step(self, tokens, segments, positions, allowed, index):
+        logits, self.keys, self.values = self.step_function([
+            tokens.astype("int32"), segments, positions.astype("int32"), allowed,
+            self.keys, self.values, np.asarray(index, "int32")])
+        return log_softmax(logits[:, -1])
