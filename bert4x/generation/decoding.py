@@ -125,7 +125,7 @@ class AutoRegressiveDecoder:
             totals = alive_totals[:, None] + scores
             totals[complete] = NEG_INF
             flat = totals.ravel()
-            order = np.argsort(-flat, kind="stable")[:2 * beam_size]
+            order = _top_indices(flat, 2 * beam_size)
             parents, tokens, next_alive, next_totals = [], [], [], []
             for rank, candidate in enumerate(order):
                 if flat[candidate] == NEG_INF or len(next_alive) == beam_size:
@@ -247,6 +247,16 @@ class AutoRegressiveDecoder:
         best = float(np.max(alive_totals))
         longest = self.max_new_tokens if length_penalty > 0 and best < 0 else length
         return best / longest ** length_penalty <= worst_kept
+
+
+def _top_indices(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest values, best first, ties by index (as a stable sort)."""
+    if count < values.size:
+        threshold = np.partition(values, values.size - count)[values.size - count]
+        candidates = np.flatnonzero(values >= threshold)
+    else:
+        candidates = np.arange(values.size)
+    return candidates[np.argsort(-values[candidates], kind="stable")][:count]
 
 
 def _draw(scores, temperature, top_k, top_p, rng) -> int:

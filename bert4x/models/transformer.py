@@ -166,7 +166,7 @@ class Transformer:
         ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
         ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``:
         [batch, layers, max_len, ...] (see :meth:`cache_shapes`); ``index``: the slot of the
-        first new token. Returns the new tokens' MLM logits and the updated caches. The caller
+        first new token. Returns the last new token's MLM logits and the updated caches. The caller
         owns the mask, so one step serves ``lm`` and ``unilm`` alike. This runs on tensors, not
         as a functional model: Keras' graph check cannot follow a layer whose outputs change
         shape between calls, as the cached attention's do.
@@ -174,8 +174,8 @@ class Transformer:
         self.check_decodable()
         self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
         try:
-            x = self.apply_embeddings(token_ids, segment_ids)
-            logits = self.apply_mlm(self.apply_layers(x, mask))
+            x = self.apply_layers(self.apply_embeddings(token_ids, segment_ids), mask)
+            logits = self.apply_mlm(x[:, -1:])  # only the last token's prediction is needed
             new_keys, new_values = zip(*self.cache.updated)
         finally:
             self._reset()
