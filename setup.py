@@ -20,10 +20,12 @@ setup(
         "safetensors",
         "tqdm",
         "matplotlib",
+        "scipy",
     ],
     extras_require={
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
-        "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40"],
+        "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
+                 "sentence-transformers"],
     },
     entry_points={"console_scripts": ["bert4x=bert4x.cli:main"]},
 )

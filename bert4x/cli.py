@@ -3,6 +3,7 @@
     bert4x demo                          run the model-zoo self-check (no downloads)
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
+    bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to-hf", metavar="DIR", help="write model.safetensors + config.json")
     convert.add_argument("--to-google", metavar="PREFIX", help="write a Google TF checkpoint")
     convert.set_defaults(handler=_convert)
+
+    from tasks.cosent.cli import add_commands as add_cosent_commands
+
+    add_cosent_commands(commands)
     return parser
 
 
@@ -86,7 +91,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:  # ConfigError, CheckpointError and argument checks of the builder
+    except (ValueError, FileNotFoundError) as error:
+        # ConfigError, CheckpointError, DataError, argument checks: the message says it all.
         print(f"bert4x {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,155 @@
+"""``bert4x cosent train|evaluate|encode|search`` (also ``python -m tasks.cosent.cli``).
+
+    bert4x cosent train --config C --checkpoint P --vocab V --model bert \\
+        --train train.tsv --dev dev.tsv --test test.tsv --work-dir runs/cosent
+    bert4x cosent evaluate --work-dir runs/cosent --data test.tsv
+    bert4x cosent encode --work-dir runs/cosent --input corpus.txt --output corpus_index
+    bert4x cosent search --work-dir runs/cosent --index corpus_index --query "..." -k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tasks.cosent.model import POOLINGS
+from tasks.cosent.task import OBJECTIVES
+
+
+def _read_pairs(path, args):
+    from tasks.cosent.data import read_pairs
+
+    result = read_pairs(path, fmt=args.format, label_range=args.label_range,
+                        on_error=args.on_error)
+    if result.skipped:
+        print(result.summary(), file=sys.stderr)
+    return result.examples
+
+
+def _train(args):
+    from tasks.cosent.task import (Settings, build_sentence_encoder, spearman, train_encoder,
+                                   write_results)
+
+    settings = Settings(config=args.config, vocab=args.vocab, model=args.model,
+                        checkpoint=args.checkpoint, keep_tokens=args.keep_tokens,
+                        pooling=args.pooling, output_dim=args.output_dim, maxlen=args.maxlen,
+                        objective=args.objective)
+    train_pairs, dev_pairs = _read_pairs(args.train, args), _read_pairs(args.dev, args)
+    evaluation = {"dev": dev_pairs}
+    if args.test:
+        evaluation["test"] = _read_pairs(args.test, args)
+    untrained = build_sentence_encoder(settings)
+    rows = {"untrained": {split: spearman(untrained, pairs)
+                          for split, pairs in evaluation.items()}}
+    trained = train_encoder(settings, train_pairs, dev_pairs, args.work_dir, epochs=args.epochs,
+                            batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            seed=args.seed)
+    rows[args.objective] = {split: spearman(trained, pairs) for split, pairs in evaluation.items()}
+    write_results(args.work_dir, rows)
+    return 0
+
+
+def _evaluate(args):
+    from tasks.cosent.task import load_trained_encoder, spearman
+
+    print(f"Spearman ×100: {spearman(load_trained_encoder(args.work_dir), _read_pairs(args.data, args)):.2f}")
+    return 0
+
+
+def _read_texts(path):
+    with open(path, encoding="utf-8") as handle:
+        texts = [line.rstrip("\r\n") for line in handle if line.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no texts (one text per line expected)")
+    return texts
+
+
+def _encode(args):
+    from tasks.cosent.task import load_trained_encoder
+    from tasks.cosent.vectors import VectorIndex
+
+    texts = _read_texts(args.input)
+    vectors = load_trained_encoder(args.work_dir).encode(texts, batch_size=args.batch_size)
+    print("wrote", VectorIndex(vectors, texts).save(args.output), f"({len(texts)} vectors)")
+    return 0
+
+
+def _search(args):
+    from tasks.cosent.task import load_trained_encoder
+    from tasks.cosent.vectors import VectorIndex
+
+    index = VectorIndex.load(args.index)
+    queries = args.query
+    vectors = load_trained_encoder(args.work_dir).encode(queries, progress=False)
+    for query, hits in zip(queries, index.search(vectors, args.k)):
+        print(query)
+        for rank, (_, score, text) in enumerate(hits, start=1):
+            print(f"  {rank}. {score:.4f}  {text}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``cosent`` and its sub-commands on the ``bert4x`` parser."""
+    from bert4x.models import MODELS
+
+    cosent = subparsers.add_parser("cosent", help="CoSENT sentence vectors")
+    commands = cosent.add_subparsers(dest="cosent_command", required=True)
+
+    def data_options(parser):
+        parser.add_argument("--format", choices=["tsv", "jsonl"],
+                            help="pair file format (default: from the suffix)")
+        parser.add_argument("--label-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                            help="reject labels outside [LOW, HIGH]")
+        parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                            help="stop at a malformed line, or skip and count it")
+
+    train = commands.add_parser("train", help="fine-tune an encoder, report Spearman")
+    train.add_argument("--config", required=True, help="BERT-style config.json")
+    train.add_argument("--checkpoint", help="Google TF or HF checkpoint (omit: random init)")
+    train.add_argument("--vocab", required=True, help="vocab.txt")
+    train.add_argument("--model", choices=sorted(MODELS), default="bert")
+    train.add_argument("--keep-tokens", help="JSON list of vocabulary ids to keep")
+    train.add_argument("--train", required=True)
+    train.add_argument("--dev", required=True)
+    train.add_argument("--test")
+    train.add_argument("--objective", choices=OBJECTIVES, default="cosent")
+    train.add_argument("--pooling", choices=POOLINGS, default="mean")
+    train.add_argument("--output-dim", type=int)
+    train.add_argument("--maxlen", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--learning-rate", type=float, default=2e-5)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--work-dir", required=True)
+    data_options(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="Spearman of a trained encoder on a file")
+    evaluate.add_argument("--work-dir", required=True)
+    evaluate.add_argument("--data", required=True)
+    data_options(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    encode = commands.add_parser("encode", help="encode a text file (one per line) to an index")
+    encode.add_argument("--work-dir", required=True)
+    encode.add_argument("--input", required=True)
+    encode.add_argument("--output", required=True, help="directory for vectors.npy + texts.json")
+    encode.add_argument("--batch-size", type=int, default=64)
+    encode.set_defaults(handler=_encode)
+
+    search = commands.add_parser("search", help="top-k most similar texts of an index")
+    search.add_argument("--work-dir", required=True)
+    search.add_argument("--index", required=True)
+    search.add_argument("--query", required=True, action="append", help="repeatable")
+    search.add_argument("-k", type=int, default=5)
+    search.set_defaults(handler=_search)
+
+
+def main(argv=None) -> int:
+    from bert4x.cli import main as bert4x_main
+
+    return bert4x_main(["cosent", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
