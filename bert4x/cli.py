@@ -1,6 +1,7 @@
 """The ``bert4x`` command line.
 
     bert4x demo                          run the model-zoo self-check (no downloads)
+    bert4x models                        the checkpoints bert4x loads, with their settings
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
@@ -23,6 +24,13 @@ def _demo(args):
     if failed:
         print(f"FAILED: {len(failed)} round trip(s) differ by more than 1e-4", file=sys.stderr)
         return 1
+    return 0
+
+
+def _models(args):
+    from pretrained.registry import table
+
+    print(table())
     return 0
 
 
@@ -65,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the model-zoo self-check (no downloads)")
     demo.set_defaults(handler=_demo)
+
+    models = commands.add_parser("models", help="list the checkpoints bert4x knows how to load")
+    models.set_defaults(handler=_models)
 
     inspect = commands.add_parser("inspect", help="list a checkpoint's weights")
     inspect.add_argument("checkpoint")

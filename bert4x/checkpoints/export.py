@@ -78,16 +78,20 @@ def _hf_sinusoid_table(positions: int, dim: int) -> np.ndarray:
 
 
 def export_huggingface(model, directory, config: TransformerConfig, model_name: str,
-                       hf_prefix: str, with_mlm: bool) -> str:
-    """Write ``model``'s weights and config to ``directory``; returns the directory."""
+                       hf_prefix: str, with_mlm: bool, dtype: str = "float32") -> str:
+    """Write ``model``'s weights (stored as ``dtype``: float32 or float16) and config to
+    ``directory``; returns the directory."""
     from safetensors.numpy import save_file
 
-    config_values = hf_config(config, model_name, with_mlm)
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    config_values = dict(hf_config(config, model_name, with_mlm), torch_dtype=dtype)
     tensors = _named_arrays(model, HF, model_name, hf_prefix)
     if model_name == "roformer":
         # transformers recomputes this fixed table but reports it MISSING when absent.
         tensors[f"{hf_prefix}.encoder.embed_positions.weight"] = _hf_sinusoid_table(
             config.max_position_embeddings, config.attention_head_size)
+    tensors = {name: value.astype(dtype) for name, value in tensors.items()}
     os.makedirs(directory, exist_ok=True)
     weights_file = os.path.join(directory, "model.safetensors")
     config_file = os.path.join(directory, "config.json")

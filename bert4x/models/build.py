@@ -40,10 +40,11 @@ class TransformerModel:
         """Write a TF checkpoint with Google's variable names (readable by bert4keras)."""
         return save_google_checkpoint(self.model, prefix, self.model_name)
 
-    def export_huggingface(self, directory) -> str:
-        """Write ``model.safetensors`` + ``config.json`` loadable by HF transformers."""
+    def export_huggingface(self, directory, dtype: str = "float32") -> str:
+        """Write ``model.safetensors`` (float32 or float16) + ``config.json`` loadable by HF
+        transformers."""
         return export_huggingface(self.model, directory, self.config, self.model_name,
-                                  self.builder.hf_prefix, bool(self.builder.with_mlm))
+                                  self.builder.hf_prefix, bool(self.builder.with_mlm), dtype)
 
 
 def build_transformer_model(

