@@ -5,6 +5,7 @@
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
+    bert4x kgclue build-kb|train|evaluate|predict ... KgCLUE QA (tasks/kgclue)
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tasks.cosent.cli import add_commands as add_cosent_commands
 
+    from tasks.kgclue.cli import add_commands as add_kgclue_commands
+
     add_cosent_commands(commands)
+    add_kgclue_commands(commands)
     return parser
 
 

@@ -50,12 +50,13 @@ def _numbered_lines(path) -> Iterator[Tuple[int, str]]:
                 yield number, line
 
 
-def read_records(path, parse: Callable, fields: Optional[int] = None, fmt: str = "tsv",
-                 on_error: str = "raise") -> ReadResult:
-    """Read a TSV file (``fmt="tsv"``, ``fields`` columns per line) or JSON lines
-    (``fmt="jsonl"``), calling ``parse`` on each record (the list of columns, or the object).
+def iter_records(path, parse: Callable, fields: Optional[int] = None, fmt: str = "tsv",
+                 on_error: str = "raise", skipped: Optional[list] = None) -> Iterator:
+    """Yield ``parse(record)`` for each record of a TSV file (``fmt="tsv"``, ``fields`` columns
+    per line) or JSON lines (``fmt="jsonl"``), one at a time, for files too large to hold.
 
-    Blank lines are ignored. An empty file is an error: training on nothing is never intended.
+    Blank lines are ignored. With ``on_error="skip"`` malformed records are appended to
+    ``skipped`` as ``(line, reason)``.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -63,15 +64,27 @@ def read_records(path, parse: Callable, fields: Optional[int] = None, fmt: str =
         raise ValueError(f"fmt must be 'tsv' or 'jsonl', got {fmt!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path}")
-    examples, skipped = [], []
+    skipped = [] if skipped is None else skipped
     for number, line in _numbered_lines(path):
         try:
-            examples.append(parse(_split_record(line, fmt, fields)))
+            example = parse(_split_record(line, fmt, fields))
         except (ValueError, KeyError, TypeError) as error:
             reason = _reason(error)
             if on_error == "raise":
                 raise DataError(path, number, reason) from None
             skipped.append((number, reason))
+            continue
+        yield example
+
+
+def read_records(path, parse: Callable, fields: Optional[int] = None, fmt: str = "tsv",
+                 on_error: str = "raise") -> ReadResult:
+    """All records of a file (see :func:`iter_records`) with the skipped ones listed.
+
+    An empty file is an error: training on nothing is never intended.
+    """
+    skipped = []
+    examples = list(iter_records(path, parse, fields, fmt, on_error, skipped))
     if not examples:
         detail = f" ({len(skipped)} malformed lines skipped)" if skipped else ""
         raise DataError(path, 0, f"no usable records in the file{detail}")
