@@ -5,13 +5,16 @@ from bert4x.layers.attention import MultiHeadAttention
 from bert4x.layers.embeddings import PositionEmbedding, TokenEmbedding
 from bert4x.layers.feed_forward import FeedForward
 from bert4x.layers.gau import GatedAttentionUnit, ScaleOffset
+from bert4x.layers.global_pointer import (EfficientGlobalPointer, GlobalPointer,
+                                          sparse_multilabel_crossentropy)
 from bert4x.layers.heads import BiasAdd, Pooler
 from bert4x.layers.masks import APPLICATIONS, AttentionMask
 from bert4x.layers.normalization import LayerNormalization
 from bert4x.layers.rotary import apply_rotary, apply_rotary_2d, rotary_angles, rotate_pairs
 
 __all__ = [
-    "APPLICATIONS", "AttentionMask", "BiasAdd", "FeedForward", "GatedAttentionUnit",
-    "LayerNormalization", "MultiHeadAttention", "Pooler", "PositionEmbedding", "ScaleOffset",
-    "TokenEmbedding", "apply_rotary", "apply_rotary_2d", "rotary_angles", "rotate_pairs",
+    "APPLICATIONS", "AttentionMask", "BiasAdd", "EfficientGlobalPointer", "FeedForward",
+    "GatedAttentionUnit", "GlobalPointer", "LayerNormalization", "MultiHeadAttention", "Pooler",
+    "PositionEmbedding", "ScaleOffset", "TokenEmbedding", "apply_rotary", "apply_rotary_2d",
+    "rotary_angles", "rotate_pairs", "sparse_multilabel_crossentropy",
 ]
