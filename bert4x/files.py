@@ -17,6 +17,10 @@ def atomic_path(path):
     temporary = os.path.join(directory, ".partial." + os.path.basename(path))
     try:
         yield temporary
+        # Some writers (safetensors) create owner-only files; give the result the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
