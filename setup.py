@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=["bert4x", "bert4x.*", "tasks", "tasks.*", "pretrained",
                                     "pretrained.*"]),
     include_package_data=True,
-    package_data={"pretrained": ["*.md", "vocab/*", "data/*/*"]},
+    package_data={"pretrained": ["*.md", "vocab/*", "data/*/*", "roformer_zh_tiny/*"],
+                  "tasks.triple_extraction": ["data/*"]},
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.10",

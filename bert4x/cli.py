@@ -6,6 +6,7 @@
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
     bert4x kgclue build-kb|train|evaluate|predict ... KgCLUE QA (tasks/kgclue)
+    bert4x triples train|evaluate|predict ...         triple extraction (tasks/triple_extraction)
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tasks.kgclue.cli import add_commands as add_kgclue_commands
 
+    from tasks.triple_extraction.cli import add_commands as add_triples_commands
+
     add_cosent_commands(commands)
     add_kgclue_commands(commands)
+    add_triples_commands(commands)
     return parser
 
 

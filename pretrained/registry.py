@@ -69,6 +69,16 @@ CHECKPOINTS: List[Checkpoint] = [
 ]
 
 
+def default_model() -> Dict[str, str]:
+    """``config``, ``checkpoint``, ``vocab`` and ``model`` of the shipped default, as the
+    tasks' command lines take them."""
+    if not (DEFAULT_DIR / "model.safetensors").exists():
+        raise FileNotFoundError(f"the embedded default model is missing from {DEFAULT_DIR}; "
+                                "reinstall bert4x or pass --config/--checkpoint/--vocab")
+    return {"config": str(DEFAULT_DIR / "config.json"), "checkpoint": str(DEFAULT_DIR),
+            "vocab": str(DEFAULT_DIR / "vocab.txt"), "model": "roformer"}
+
+
 def find(name: str) -> Optional[Checkpoint]:
     """The entry whose name starts with ``name`` (case-insensitive)."""
     matches = [c for c in CHECKPOINTS if c.name.lower().startswith(name.lower())]

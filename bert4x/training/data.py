@@ -118,19 +118,18 @@ class BucketedBatches(keras.utils.PyDataset):
         return len(self._batches)
 
     def as_tf_dataset(self):
-        """A ``tf.data.Dataset`` of this epoch's batches with the batch and sequence axes
-        declared variable.
+        """A ``tf.data.Dataset`` of this epoch's batches with every axis declared variable.
 
         Keras infers a ``PyDataset``'s tensor shapes from its first two batches; when both happen
         to be padded to the same length it fixes that length and rejects every other batch.
+        Besides batch and sequence, label axes may vary too (e.g. padded lists of positives).
         Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
         """
         import tensorflow as tf
 
         def spec(array):
             array = np.asarray(array)
-            shape = [None] * min(array.ndim, 2) + list(array.shape[2:])
-            return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+            return tf.TensorSpec([None] * array.ndim, tf.as_dtype(array.dtype))
 
         def batches():
             for index in range(len(self)):

@@ -1,8 +1,8 @@
 """``bert4x cosent train|evaluate|encode|search`` (also ``python -m tasks.cosent.cli``).
 
-    bert4x cosent train --config C --checkpoint P --vocab V --model bert \\
-        --train train.tsv --dev dev.tsv --test test.tsv --work-dir runs/cosent
-    bert4x cosent evaluate --work-dir runs/cosent --data test.tsv
+    bert4x cosent train --train train.tsv --dev dev.tsv --test test.tsv --work-dir runs/cosent
+    bert4x cosent train --config C --checkpoint P --vocab V --model bert --objective both ...
+    bert4x cosent evaluate --work-dir runs/cosent --data test.tsv      (a single-objective run)
     bert4x cosent encode --work-dir runs/cosent --input corpus.txt --output corpus_index
     bert4x cosent search --work-dir runs/cosent --index corpus_index --query "..." -k 5
 """
@@ -14,6 +14,7 @@ import sys
 
 from tasks.cosent.model import POOLINGS
 from tasks.cosent.task import OBJECTIVES
+from tasks.model_options import add_model_options, resolve_model_options
 
 
 def _read_pairs(path, args):
@@ -26,26 +27,23 @@ def _read_pairs(path, args):
     return result.examples
 
 
-def _train(args):
-    from tasks.cosent.task import (Settings, build_sentence_encoder, spearman, train_encoder,
-                                   write_results)
+def _settings(args, objective):
+    from tasks.cosent.task import Settings
 
-    settings = Settings(config=args.config, vocab=args.vocab, model=args.model,
-                        checkpoint=args.checkpoint, keep_tokens=args.keep_tokens,
-                        pooling=args.pooling, output_dim=args.output_dim, maxlen=args.maxlen,
-                        objective=args.objective)
-    train_pairs, dev_pairs = _read_pairs(args.train, args), _read_pairs(args.dev, args)
-    evaluation = {"dev": dev_pairs}
+    return Settings(**resolve_model_options(args, default_family="bert"), pooling=args.pooling,
+                    output_dim=args.output_dim, maxlen=args.maxlen, objective=objective)
+
+
+def _train(args):
+    from tasks.cosent.task import compare_objectives
+
+    objectives = ("sbert", "cosent") if args.objective == "both" else (args.objective,)
+    splits = {"dev": _read_pairs(args.dev, args)}
     if args.test:
-        evaluation["test"] = _read_pairs(args.test, args)
-    untrained = build_sentence_encoder(settings)
-    rows = {"untrained": {split: spearman(untrained, pairs)
-                          for split, pairs in evaluation.items()}}
-    trained = train_encoder(settings, train_pairs, dev_pairs, args.work_dir, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            seed=args.seed)
-    rows[args.objective] = {split: spearman(trained, pairs) for split, pairs in evaluation.items()}
-    write_results(args.work_dir, rows)
+        splits["test"] = _read_pairs(args.test, args)
+    compare_objectives(_settings(args, objectives[0]), objectives, _read_pairs(args.train, args),
+                       splits, args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, seed=args.seed)
     return 0
 
 
@@ -90,8 +88,6 @@ def _search(args):
 
 def add_commands(subparsers) -> None:
     """Register ``cosent`` and its sub-commands on the ``bert4x`` parser."""
-    from bert4x.models import MODELS
-
     cosent = subparsers.add_parser("cosent", help="CoSENT sentence vectors")
     commands = cosent.add_subparsers(dest="cosent_command", required=True)
 
@@ -104,15 +100,13 @@ def add_commands(subparsers) -> None:
                             help="stop at a malformed line, or skip and count it")
 
     train = commands.add_parser("train", help="fine-tune an encoder, report Spearman")
-    train.add_argument("--config", required=True, help="BERT-style config.json")
-    train.add_argument("--checkpoint", help="Google TF or HF checkpoint (omit: random init)")
-    train.add_argument("--vocab", required=True, help="vocab.txt")
-    train.add_argument("--model", choices=sorted(MODELS), default="bert")
-    train.add_argument("--keep-tokens", help="JSON list of vocabulary ids to keep")
+    add_model_options(train, default_family="bert")
     train.add_argument("--train", required=True)
     train.add_argument("--dev", required=True)
     train.add_argument("--test")
-    train.add_argument("--objective", choices=OBJECTIVES, default="cosent")
+    train.add_argument("--objective", choices=(*OBJECTIVES, "both"), default="cosent",
+                       help="'both' trains Sentence-BERT and CoSENT with the same budget, "
+                            "in WORK_DIR/sbert and WORK_DIR/cosent")
     train.add_argument("--pooling", choices=POOLINGS, default="mean")
     train.add_argument("--output-dim", type=int)
     train.add_argument("--maxlen", type=int, default=64)

@@ -158,6 +158,23 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
     return sentence_encoder
 
 
+def compare_objectives(settings: Settings, objectives: Sequence[str], train_pairs: List[Pair],
+                       splits: dict, work_dir, **training) -> dict:
+    """Spearman of the untrained encoder and of one encoder per objective, trained with the
+    same budget (``training``: epochs, batch size, learning rate, seed); with one objective
+    the run lives in ``work_dir`` itself, with several in ``work_dir/<objective>``. The table
+    is written to ``work_dir/results.md``."""
+    untrained = build_sentence_encoder(settings)
+    rows = {"untrained": {split: spearman(untrained, pairs) for split, pairs in splits.items()}}
+    for objective in objectives:
+        run_dir = work_dir if len(objectives) == 1 else os.path.join(work_dir, objective)
+        trained = train_encoder(dataclasses.replace(settings, objective=objective), train_pairs,
+                                splits["dev"], run_dir, **training)
+        rows[objective] = {split: spearman(trained, pairs) for split, pairs in splits.items()}
+    write_results(work_dir, rows)
+    return rows
+
+
 def write_results(work_dir, rows: dict) -> None:
     """``rows``: name -> {split: Spearman}; written as JSON and as a Markdown table."""
     splits = sorted({split for row in rows.values() for split in row})

@@ -1,9 +1,9 @@
 """``bert4x kgclue build-kb|train|evaluate|predict`` (also ``python -m tasks.kgclue.cli``).
 
-    bert4x kgclue build-kb Knowledge.txt --vocab vocab.txt --output kb_index
-    bert4x kgclue build-kb train.json dev.json test_public.json --from-answers --vocab V --output kb
-    bert4x kgclue train --config C --checkpoint P --vocab V --kb kb --train train.json \\
-        --dev dev.json --work-dir runs/kgclue
+    bert4x kgclue build-kb Knowledge.txt --output kb_index           (embedded model's vocab)
+    bert4x kgclue build-kb train.json dev.json test_public.json --from-answers --output kb
+    bert4x kgclue train --kb kb --train train.json --dev dev.json --work-dir runs/kgclue
+    bert4x kgclue train --config C --checkpoint P --vocab V --kb kb ...   (your checkpoint)
     bert4x kgclue evaluate --work-dir runs/kgclue --data dev.json [--unconstrained]
     bert4x kgclue predict --work-dir runs/kgclue --input test.json --output kgclue_predict.json
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+from tasks.model_options import add_model_options, resolve_model_options
 
 
 def _questions(path, args=None):
@@ -28,6 +30,10 @@ def _build_kb(args):
     from tasks.kgclue.data import answer_triples
     from tasks.kgclue.kb import KnowledgeBase
 
+    if args.vocab is None:
+        from pretrained.registry import default_model
+
+        args.vocab = default_model()["vocab"]
     tokenizer = Tokenizer(args.vocab)
     if args.from_answers:
         questions = [q for path in args.files for q in _questions(path, args)]
@@ -48,8 +54,7 @@ def _build_kb(args):
 def _train(args):
     from tasks.kgclue.task import Settings, train_seq2seq
 
-    settings = Settings(config=args.config, vocab=args.vocab, kb=args.kb, model=args.model,
-                        checkpoint=args.checkpoint, keep_tokens=args.keep_tokens,
+    settings = Settings(**resolve_model_options(args), kb=args.kb,
                         question_maxlen=args.question_maxlen, key_maxlen=args.key_maxlen)
     train_seq2seq(settings, _questions(args.train, args), _questions(args.dev, args),
                   args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
@@ -88,8 +93,6 @@ def _predict(args):
 
 def add_commands(subparsers) -> None:
     """Register ``kgclue`` and its sub-commands on the ``bert4x`` parser."""
-    from bert4x.models import MODELS
-
     kgclue = subparsers.add_parser("kgclue", help="KgCLUE question answering")
     commands = kgclue.add_subparsers(dest="kgclue_command", required=True)
 
@@ -98,17 +101,14 @@ def add_commands(subparsers) -> None:
                                                 "QA files with --from-answers")
     build.add_argument("--from-answers", action="store_true",
                        help="index the triples of the QA files' answers (a sub-KB)")
-    build.add_argument("--vocab", required=True)
+    build.add_argument("--vocab", help="the task model's vocab.txt (default: the embedded "
+                                       "model's)")
     build.add_argument("--output", required=True, help="directory for the index")
     build.add_argument("--on-error", choices=["raise", "skip"], default="skip")
     build.set_defaults(handler=_build_kb)
 
     train = commands.add_parser("train", help="fine-tune a UniLM seq2seq model")
-    train.add_argument("--config", required=True)
-    train.add_argument("--checkpoint")
-    train.add_argument("--vocab", required=True)
-    train.add_argument("--model", choices=sorted(MODELS), default="roformer")
-    train.add_argument("--keep-tokens")
+    add_model_options(train)
     train.add_argument("--kb", required=True, help="index directory from build-kb")
     train.add_argument("--train", required=True)
     train.add_argument("--dev", required=True)

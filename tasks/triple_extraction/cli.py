@@ -1,0 +1,107 @@
+"""``bert4x triples train|evaluate|predict`` (also ``python -m tasks.triple_extraction.cli``).
+
+    bert4x triples train --train train.json --dev dev.json --schema schema.json \\
+        --kind gplinker --work-dir runs/triples                  (embedded model)
+    bert4x triples evaluate --work-dir runs/triples --data dev.json
+    bert4x triples predict --work-dir runs/triples --input texts.txt --output spo.json
+
+``predict`` reads plain text lines or DuIE JSON lines (their ``text``) and writes DuIE lines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tasks.model_options import add_model_options, resolve_model_options
+from tasks.triple_extraction.models import KINDS
+
+
+def _examples(path, schema, require_triples=True, on_error="raise"):
+    from tasks.triple_extraction.data import read_duie
+
+    result = read_duie(path, schema, require_triples=require_triples, on_error=on_error)
+    if result.skipped:
+        print(result.summary(), file=sys.stderr)
+    return result.examples
+
+
+def _train(args):
+    from tasks.triple_extraction.data import read_schema
+    from tasks.triple_extraction.task import Settings, train_extractor
+
+    settings = Settings(**resolve_model_options(args), schema=args.schema, kind=args.kind,
+                        maxlen=args.maxlen, head_size=args.head_size)
+    schema = read_schema(args.schema)
+    extractor = train_extractor(settings, _examples(args.train, schema, on_error=args.on_error),
+                                _examples(args.dev, schema, on_error=args.on_error),
+                                args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
+                                learning_rate=args.learning_rate, seed=args.seed)
+    print(json.dumps(extractor.evaluate(_examples(args.dev, schema))["all"], indent=1))
+    return 0
+
+
+def _evaluate(args):
+    from tasks.triple_extraction.metrics import format_scores
+    from tasks.triple_extraction.task import load_trained
+
+    extractor = load_trained(args.work_dir)
+    print(format_scores(extractor.evaluate(_examples(args.data, extractor.schema))))
+    return 0
+
+
+def _predict(args):
+    from tasks.triple_extraction.data import read_texts, write_duie
+    from tasks.triple_extraction.task import load_trained
+
+    extractor = load_trained(args.work_dir)
+    if args.input.endswith((".json", ".jsonl")):
+        texts = [e.text for e in _examples(args.input, extractor.schema, require_triples=False)]
+    else:
+        texts = read_texts(args.input)
+    write_duie(args.output, texts, extractor.extract(texts), extractor.schema)
+    print(f"wrote {len(texts)} texts' triples to {args.output}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``triples`` and its sub-commands on the ``bert4x`` parser."""
+    triples = subparsers.add_parser("triples", help="triple (relation) extraction")
+    commands = triples.add_subparsers(dest="triples_command", required=True)
+
+    train = commands.add_parser("train", help="train GPLinker or the pointer + CLN model")
+    add_model_options(train)
+    train.add_argument("--train", required=True, help="DuIE JSON lines")
+    train.add_argument("--dev", required=True)
+    train.add_argument("--schema", required=True, help="DuIE schema JSON lines")
+    train.add_argument("--kind", choices=KINDS, default="gplinker")
+    train.add_argument("--work-dir", required=True)
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=1e-4)
+    train.add_argument("--maxlen", type=int, default=128)
+    train.add_argument("--head-size", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="P / R / F1 overall and per predicate")
+    evaluate.add_argument("--work-dir", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="extract triples, write DuIE JSON lines")
+    predict.add_argument("--work-dir", required=True)
+    predict.add_argument("--input", required=True, help="text lines, or DuIE JSON lines")
+    predict.add_argument("--output", required=True)
+    predict.set_defaults(handler=_predict)
+
+
+def main(argv=None) -> int:
+    from bert4x.cli import main as bert4x_main
+
+    return bert4x_main(["triples", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
