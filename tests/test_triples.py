@@ -116,14 +116,17 @@ def test_scores_are_micro_averaged_and_per_predicate():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["gplinker", "pointer_cln"])
-def test_both_models_overfit_the_sample_and_evaluate_held_out_text(tmp_path, kind):
+# The pointer model sits at F1 0 for ~25 epochs (its sigmoids start out predicting no span)
+# before it climbs, so it gets a longer schedule.
+@pytest.mark.parametrize("kind, epochs", [("gplinker", 40), ("pointer_cln", 60)])
+def test_both_models_overfit_the_sample_and_evaluate_held_out_text(tmp_path, kind, epochs):
     settings = Settings(**default_model(), schema=str(SAMPLE_SCHEMA), kind=kind)
     held_out, training = EXAMPLES[-6:], EXAMPLES
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # every sample triple must be placeable
-        extractor = train_extractor(settings, training, training, tmp_path, epochs=40,
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        extractor = train_extractor(settings, training, training, tmp_path, epochs=epochs,
                                     batch_size=4, learning_rate=1e-3, verbose=0)
+    assert not [w for w in caught if "triples skipped" in str(w.message)]  # all placeable
     assert extractor.evaluate(training)["all"]["f1"] > 0.95
     scores = extractor.evaluate(held_out)["all"]
     assert scores["gold"] == sum(len(e.triples) for e in held_out)
