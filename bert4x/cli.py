@@ -1,6 +1,7 @@
 """The ``bert4x`` command line.
 
-    bert4x demo                          run the model-zoo self-check (no downloads)
+    bert4x demo                          fine-tune the embedded model on every task vs random init
+    bert4x selfcheck                     round-trip every model family through both checkpoint formats
     bert4x models                        the checkpoints bert4x loads, with their settings
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
@@ -19,6 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _demo(args):
+    from tasks.demo import run_demo
+
+    run_demo(args.work_dir, args.tasks)
+    print(f"table, plot and runs in {os.path.abspath(args.work_dir)}")
+    return 0
+
+
+def _selfcheck(args):
     from bert4x.selfcheck import run_selfcheck
 
     rows = run_selfcheck()
@@ -73,8 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert4x", description="bert4x: Chinese NLP on Keras 3")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the model-zoo self-check (no downloads)")
+    from tasks.demo import TASKS
+
+    demo = commands.add_parser(
+        "demo", help="fine-tune the embedded model on each task and compare with random init")
+    demo.add_argument("--work-dir", default="bert4x_demo",
+                      help="where the runs, results.md and results.png go (default %(default)s)")
+    demo.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS],
+                      default=[t.name for t in TASKS], help="which tasks (default all)")
     demo.set_defaults(handler=_demo)
+
+    selfcheck = commands.add_parser(
+        "selfcheck", help="round-trip each model family through Google and HF checkpoints")
+    selfcheck.set_defaults(handler=_selfcheck)
 
     models = commands.add_parser("models", help="list the checkpoints bert4x knows how to load")
     models.set_defaults(handler=_models)

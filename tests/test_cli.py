@@ -15,8 +15,8 @@ def bert4x(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_demo_prints_round_trip_table():
-    result = bert4x("demo")
+def test_selfcheck_prints_round_trip_table():
+    result = bert4x("selfcheck")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "->" in line]
     assert len(lines) == 7
