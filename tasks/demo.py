@@ -4,7 +4,7 @@ For every task the demo fine-tunes the shipped ``roformer_zh_tiny`` and, as the 
 beat, the same architecture from random weights: same data, steps, learning rate and seed. Both
 are scored on data neither saw in training, and the results go to one table (printed, and
 written as ``results.md`` / ``results.json``) and a bar chart (``results.png``). The budgets
-keep the six runs within about ten minutes on 2 CPU cores; the task READMEs report the
+keep the six runs within ten minutes on 2 CPU cores; the task READMEs report the
 full-budget numbers.
 """
 
@@ -31,7 +31,7 @@ class Budget:
     cosent_test: int = 1361
     kgclue_train: int = 3072
     kgclue_test: int = 100
-    triples_epochs: int = 25
+    triples_epochs: int = 18
 
 
 @dataclasses.dataclass
