@@ -29,7 +29,7 @@ class Budget:
 
     cosent_train: int = 1536
     cosent_test: int = 1361
-    kgclue_train: int = 3072
+    kgclue_train: int = 2048
     kgclue_test: int = 100
     triples_epochs: int = 18
 
