@@ -281,6 +281,39 @@ def test_evaluator_every_n_steps(tmp_path):
     assert (tmp_path / "best.weights.h5").exists()
 
 
+def test_resumed_evaluator_counts_steps_like_an_uninterrupted_run(tmp_path):
+    """A second train() call in the same work dir resumes at epoch 2; the evaluations must
+    land on the same global steps as in one uninterrupted two-epoch run."""
+    data = BucketedBatches(random_examples(48, seed=7), 8, collate)  # 6 batches an epoch
+    calls = []
+
+    def evaluator():
+        return Evaluator(lambda m: calls.append(1) or {"f1": float(len(calls))}, "f1",
+                         every_steps=4, verbose=False)
+
+    train(compiled(classifier(), build_optimizer(1e-3)), data, epochs=1,
+          work_dir=str(tmp_path), evaluator=evaluator(), verbose=0)
+    resumed = evaluator()
+    train(compiled(classifier(), build_optimizer(1e-3)), data, epochs=2,
+          work_dir=str(tmp_path), evaluator=resumed, verbose=0)
+    assert [(h["epoch"], h["step"]) for h in resumed.history] == [(1, 4), (2, 8), (2, 12)]
+
+
+def test_resuming_a_work_dir_of_another_model_is_refused_clearly(tmp_path):
+    data = BucketedBatches(random_examples(16), 8, collate)
+    train(compiled(classifier(), build_optimizer(1e-3)), data, 1, str(tmp_path), verbose=0)
+    other = compiled(classifier(intermediate_size=24), build_optimizer(1e-3))
+    with pytest.raises(ValueError, match=r"holds an unfinished run of another model \(weight "
+                                         r".*is \[16, 32\] there and \[16, 24\] here"):
+        train(other, data, 2, str(tmp_path), verbose=0)
+    deeper = compiled(classifier(num_hidden_layers=3), build_optimizer(1e-3))
+    with pytest.raises(ValueError, match="weight arrays, this model"):
+        train(deeper, data, 2, str(tmp_path), verbose=0)
+    # The same model resumes as before.
+    train(compiled(classifier(), build_optimizer(1e-3)), data, 2, str(tmp_path), verbose=0)
+    assert len(read_metrics_log(str(tmp_path / "metrics.jsonl"))) == 2
+
+
 def test_train_refuses_uncompiled_models_and_bad_evaluators(tmp_path):
     data = BucketedBatches(random_examples(8), 4, collate)
     with pytest.raises(ValueError, match="compile the model"):

@@ -116,7 +116,12 @@ class Evaluator(keras.callbacks.Callback):
             self.run(self._epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Counting from the epoch keeps the step numbers of a resumed run (which starts at a
+        # later epoch) equal to an uninterrupted run's.
         self._epoch = epoch
+        steps_per_epoch = (self.params or {}).get("steps")
+        if steps_per_epoch:
+            self._step = epoch * steps_per_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_steps:

@@ -3,7 +3,8 @@
 A task compiles its model (loss, optimizer from :func:`build_optimizer`) and calls
 :func:`train`. Everything a run writes goes to ``work_dir``:
 
-    backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch
+    backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch,
+                    and the model's weight shapes, so another model cannot resume this run
     metrics.jsonl   one record per epoch (training logs + the evaluator's metrics)
     metrics.png     the curves
     best.weights.h5 the best weights by the evaluator's metric (when an evaluator is given)
@@ -15,6 +16,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from typing import Optional, Sequence
@@ -22,8 +24,12 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
+from bert4x.files import atomic_path
 from bert4x.training.callbacks import Evaluator, MetricsLog
 from bert4x.training.data import BucketedBatches
+
+BACKUP_DIR = "backup"
+WEIGHT_SHAPES = "weight_shapes.json"
 
 
 class ReplayableEpochs(keras.callbacks.Callback):
@@ -68,8 +74,9 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
                             os.path.join(work_dir, "metrics.png")))
     steps.extend(callbacks)
     if resume:
+        check_backup_fits(model, os.path.join(work_dir, BACKUP_DIR))
         # Last, so an epoch only counts as done once everything above has finished with it.
-        steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup"),
+        steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, BACKUP_DIR),
                                                       save_freq="epoch", delete_checkpoint=False))
     if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
         train_data = train_data.as_tf_dataset()
@@ -77,3 +84,30 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
     # which a resumed run cannot reproduce; BucketedBatches shuffles by (seed, epoch) itself.
     return model.fit(train_data, epochs=epochs, callbacks=steps, validation_data=validation_data,
                      verbose=verbose, shuffle=False)
+
+
+def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
+    """Refuse to resume a backup written by another model, before Keras fails on it deep in
+    weight loading. The weight shapes of the model that started the run are kept beside its
+    backup; a run started before they were recorded is not checked."""
+    shapes = [list(variable.shape) for variable in model.weights]
+    path = os.path.join(backup_dir, WEIGHT_SHAPES)
+    if not os.path.exists(path):
+        if not os.path.isdir(backup_dir) or not os.listdir(backup_dir):
+            os.makedirs(backup_dir, exist_ok=True)
+            with atomic_path(path) as temporary, open(temporary, "w") as handle:
+                json.dump(shapes, handle)
+        return
+    with open(path) as handle:
+        saved = json.load(handle)
+    if saved == shapes:
+        return
+    work_dir = os.path.dirname(os.path.abspath(backup_dir))
+    if len(saved) != len(shapes):
+        difference = f"it has {len(saved)} weight arrays, this model {len(shapes)}"
+    else:
+        index = next(i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b)
+        difference = (f"weight {model.weights[index].path} is {saved[index]} there and "
+                      f"{shapes[index]} here")
+    raise ValueError(f"{work_dir} holds an unfinished run of another model ({difference}); "
+                     f"use a new work dir, or delete {backup_dir} to start this run afresh")
