@@ -1,0 +1,88 @@
+"""The pre-training script's masking and its masked-positions MLM model (no corpus needed)."""
+
+import keras
+import numpy as np
+
+from bert4x import build_transformer_model
+from pretrained.pretrain import masked_batch, masked_positions_model
+
+VOCAB, MASK_ID, FIRST_NORMAL_ID = 50, 4, 5
+TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0)
+
+
+def windows(count, seed=0):
+    """[CLS] pieces [SEP] windows of varied length, as build_examples makes them."""
+    rng = np.random.default_rng(seed)
+    return [[2, *rng.integers(FIRST_NORMAL_ID, VOCAB, rng.integers(4, 40)), 3]
+            for _ in range(count)]
+
+
+def test_masking_follows_bert_rates_and_never_touches_special_or_padding_positions():
+    examples = windows(400)
+    (inputs, segments, positions), targets, weights = masked_batch(
+        examples, np.random.default_rng(7), VOCAB, MASK_ID, FIRST_NORMAL_ID)
+    original = np.zeros_like(inputs)
+    for row, example in enumerate(examples):
+        original[row, :len(example)] = example
+    real = weights > 0
+    rows = np.nonzero(real)[0]
+    cols = positions[real]
+    assert np.all(cols >= 1)  # never [CLS]
+    assert np.all(cols < np.array([len(examples[r]) - 1 for r in rows]))  # never [SEP] / padding
+    for row in range(len(examples)):
+        chosen = positions[row][real[row]]
+        assert np.all(np.diff(chosen) > 0)  # each position once, in order
+    np.testing.assert_array_equal(targets[real], original[rows, cols])
+    unchosen = np.ones_like(inputs, dtype=bool)
+    unchosen[rows, cols] = False
+    np.testing.assert_array_equal(inputs[unchosen], original[unchosen])
+    maskable = sum(len(e) - 2 for e in examples)
+    assert abs(real.sum() / maskable - 0.15) < 0.01
+    shown = inputs[rows, cols]
+    masked, kept = np.mean(shown == MASK_ID), np.mean(shown == targets[real])
+    assert abs(masked - 0.8) < 0.03 and abs(kept - 0.1) < 0.03  # the rest: random tokens
+    assert np.all(shown[shown != MASK_ID] >= FIRST_NORMAL_ID)
+    assert np.all(segments == 0)
+    # Weighted mean over the [batch, k] grid == plain mean over the masked tokens.
+    assert abs(weights.mean() - 1.0) < 1e-6 and np.all(weights[~real] == 0)
+
+
+def test_masking_is_a_function_of_the_generator_and_survives_an_unmasked_batch():
+    a = masked_batch(windows(8), np.random.default_rng(3), VOCAB, MASK_ID, FIRST_NORMAL_ID)
+    b = masked_batch(windows(8), np.random.default_rng(3), VOCAB, MASK_ID, FIRST_NORMAL_ID)
+    for x, y in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
+        np.testing.assert_array_equal(x, y)
+    (inputs, _, positions), _, weights = masked_batch(
+        windows(3), np.random.default_rng(3), VOCAB, MASK_ID, FIRST_NORMAL_ID, rate=0.0)
+    assert positions.shape == (3, 1) and not weights.any()
+
+
+def test_masked_positions_model_equals_the_full_mlm_model_there():
+    keras.utils.set_random_seed(0)
+    built = build_transformer_model(TINY, model="roformer", with_mlm="linear",
+                                    return_keras_model=False)
+    gathered = masked_positions_model(built)
+    # Same variables in the same order: a backup of either model resumes the other.
+    assert ([v.path for v in gathered.trainable_variables]
+            == [v.path for v in built.model.trainable_variables])
+    (inputs, segments, positions), targets, weights = masked_batch(
+        windows(16, seed=1), np.random.default_rng(5), VOCAB, MASK_ID, FIRST_NORMAL_ID)
+    full_logits = built.model.predict([inputs, segments], verbose=0)
+    expected = np.take_along_axis(full_logits, positions[..., None], axis=1)
+    logits = gathered.predict([inputs, segments, positions], verbose=0)
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    full_weights = np.zeros(inputs.shape, "float32")
+    np.put_along_axis(full_weights, positions, weights > 0, axis=1)
+    full_targets = inputs.copy()
+    np.put_along_axis(full_targets, positions, targets, axis=1)
+    full_loss = loss(full_targets, full_logits, sample_weight=full_weights / full_weights.mean())
+    gathered_loss = loss(targets, logits, sample_weight=weights)
+    np.testing.assert_allclose(float(gathered_loss), float(full_loss), rtol=1e-5)
+    masked = weights > 0
+    direct = -np.mean(np.take_along_axis(keras.ops.log_softmax(logits).numpy()[masked],
+                                         targets[masked][:, None], axis=1))
+    np.testing.assert_allclose(float(gathered_loss), direct, rtol=1e-5)
