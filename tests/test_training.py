@@ -303,7 +303,7 @@ def test_resuming_a_work_dir_of_another_model_is_refused_clearly(tmp_path):
     data = BucketedBatches(random_examples(16), 8, collate)
     train(compiled(classifier(), build_optimizer(1e-3)), data, 1, str(tmp_path), verbose=0)
     other = compiled(classifier(intermediate_size=24), build_optimizer(1e-3))
-    with pytest.raises(ValueError, match=r"holds an unfinished run of another model \(weight "
+    with pytest.raises(ValueError, match=r"holds the backup of a run of another model \(weight "
                                          r".*is \[16, 32\] there and \[16, 24\] here"):
         train(other, data, 2, str(tmp_path), verbose=0)
     deeper = compiled(classifier(num_hidden_layers=3), build_optimizer(1e-3))

@@ -109,5 +109,5 @@ def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
         index = next(i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b)
         difference = (f"weight {model.weights[index].path} is {saved[index]} there and "
                       f"{shapes[index]} here")
-    raise ValueError(f"{work_dir} holds an unfinished run of another model ({difference}); "
+    raise ValueError(f"{work_dir} holds the backup of a run of another model ({difference}); "
                      f"use a new work dir, or delete {backup_dir} to start this run afresh")
