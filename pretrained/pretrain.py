@@ -108,10 +108,10 @@ def masked_batch(examples: List[List[int]], rng: np.random.Generator, vocab_size
     inputs[chosen & (draw < 0.8)] = mask_id
     swap = chosen & (draw >= 0.8) & (draw < 0.9)
     inputs[swap] = rng.integers(first_normal_id, vocab_size, swap.sum())
+    counts = chosen.sum(axis=1, keepdims=True)
     positions = sequence_padding([np.flatnonzero(row) for row in chosen],
-                                 length=max(1, chosen.sum(axis=1).max()))
-    weights = (np.arange(positions.shape[1]) < chosen.sum(axis=1, keepdims=True))
-    weights = weights.astype("float32")
+                                 length=max(1, counts.max()))
+    weights = (np.arange(positions.shape[1]) < counts).astype("float32")
     targets = np.take_along_axis(ids, positions, axis=1)
     return ((inputs, np.zeros_like(inputs), positions.astype("int32")), targets,
             weights / max(weights.mean(), 1e-9))
