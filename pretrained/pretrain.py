@@ -18,7 +18,10 @@ and is drawn afresh each epoch from ``(seed, epoch, batch)``, so an interrupted 
 the same weights.
 Only the masked positions go through the MLM head (the vocabulary projection of every
 position would be a third of the forward cost); the exported model keeps the usual
-all-position head.
+all-position head. ``--all-tokens`` scores every text token instead (unmasked ones must be
+reproduced), like the "All-Tokens MLM" variant of the ELECTRA paper without its generator: it
+keeps each character's identity in the output vectors, which plain MLM lets fade (see
+tasks/cosent/README.md for what that costs on STS-B-zh and what continuing with it bought).
 """
 
 from __future__ import annotations
@@ -92,10 +95,12 @@ def build_examples(texts: List[str], tokenizer, maxlen: int) -> List[List[int]]:
 
 
 def masked_batch(examples: List[List[int]], rng: np.random.Generator, vocab_size: int,
-                 mask_id: int, first_normal_id: int, rate: float = 0.15):
+                 mask_id: int, first_normal_id: int, rate: float = 0.15,
+                 all_tokens: bool = False):
     """``(token_ids, segment_ids, positions), targets, weights``.
 
-    ``positions`` [batch, k] lists each row's masked positions (k: the most in any row; shorter
+    ``positions`` [batch, k] lists each row's predicted positions: the masked ones, or with
+    ``all_tokens`` every text token, so that unmasked tokens are reconstructed too (k: the most in any row; shorter
     rows repeat position 0 with weight 0), ``targets`` the original ids there and ``weights`` 1
     at real entries, scaled so that Keras' weighted mean is the mean over predicted tokens.
     """
@@ -108,8 +113,9 @@ def masked_batch(examples: List[List[int]], rng: np.random.Generator, vocab_size
     inputs[chosen & (draw < 0.8)] = mask_id
     swap = chosen & (draw >= 0.8) & (draw < 0.9)
     inputs[swap] = rng.integers(first_normal_id, vocab_size, swap.sum())
-    counts = chosen.sum(axis=1, keepdims=True)
-    positions = sequence_padding([np.flatnonzero(row) for row in chosen],
+    scored = real if all_tokens else chosen
+    counts = scored.sum(axis=1, keepdims=True)
+    positions = sequence_padding([np.flatnonzero(row) for row in scored],
                                  length=max(1, counts.max()))
     weights = (np.arange(positions.shape[1]) < counts).astype("float32")
     targets = np.take_along_axis(ids, positions, axis=1)
@@ -135,14 +141,16 @@ def masked_positions_model(built) -> keras.Model:
 class MaskedLMBatches(BucketedBatches):
     """Length-bucketed windows, masked afresh for each (seed, epoch, batch)."""
 
-    def __init__(self, examples, batch_size: int, vocab_size: int, mask_id: int, **kwargs):
+    def __init__(self, examples, batch_size: int, vocab_size: int, mask_id: int,
+                 all_tokens: bool = False, **kwargs):
         super().__init__(examples, batch_size, collate=None, **kwargs)
-        self.vocab_size, self.mask_id = vocab_size, mask_id
+        self.vocab_size, self.mask_id, self.all_tokens = vocab_size, mask_id, all_tokens
 
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         batch = [self.examples[i] for i in self._batches[index]]
-        return masked_batch(batch, rng, self.vocab_size, self.mask_id, first_normal_id=5)
+        return masked_batch(batch, rng, self.vocab_size, self.mask_id, first_normal_id=5,
+                            all_tokens=self.all_tokens)
 
 
 def main():
@@ -155,6 +163,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-tokens", action="store_true",
+                        help="predict every token, not only the masked ones")
     parser.add_argument("--export", help="after training, write vocab and weights here")
     args = parser.parse_args()
 
@@ -166,7 +176,7 @@ def main():
     examples = build_examples(training_texts, tokenizer, args.maxlen)
     print(f"{len(texts)} texts, {len(examples)} training windows, vocab {len(token_dict)}")
     data = MaskedLMBatches(examples, args.batch_size, len(token_dict), tokenizer.mask_id,
-                           seed=args.seed, epoch_size=args.steps_per_epoch * args.batch_size)
+                           all_tokens=args.all_tokens, seed=args.seed, epoch_size=args.steps_per_epoch * args.batch_size)
     built = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
                                     model="roformer", with_mlm="linear", return_keras_model=False)
     model = masked_positions_model(built)

@@ -86,3 +86,17 @@ def test_masked_positions_model_equals_the_full_mlm_model_there():
     direct = -np.mean(np.take_along_axis(keras.ops.log_softmax(logits).numpy()[masked],
                                          targets[masked][:, None], axis=1))
     np.testing.assert_allclose(float(gathered_loss), direct, rtol=1e-5)
+
+
+def test_all_tokens_scores_every_text_token_and_masks_the_same_inputs():
+    examples = windows(50, seed=2)
+    (masked_inputs, _, _), _, _ = masked_batch(examples, np.random.default_rng(9), VOCAB,
+                                               MASK_ID, FIRST_NORMAL_ID)
+    (inputs, _, positions), targets, weights = masked_batch(
+        examples, np.random.default_rng(9), VOCAB, MASK_ID, FIRST_NORMAL_ID, all_tokens=True)
+    np.testing.assert_array_equal(inputs, masked_inputs)  # the corruption is unchanged
+    for row, example in enumerate(examples):
+        scored = positions[row][weights[row] > 0]
+        np.testing.assert_array_equal(scored, np.arange(1, len(example) - 1))  # no specials
+        np.testing.assert_array_equal(targets[row][weights[row] > 0], example[1:-1])
+    assert abs(weights.mean() - 1.0) < 1e-6
