@@ -100,9 +100,10 @@ def masked_batch(examples: List[List[int]], rng: np.random.Generator, vocab_size
     """``(token_ids, segment_ids, positions), targets, weights``.
 
     ``positions`` [batch, k] lists each row's predicted positions: the masked ones, or with
-    ``all_tokens`` every text token, so that unmasked tokens are reconstructed too (k: the most in any row; shorter
-    rows repeat position 0 with weight 0), ``targets`` the original ids there and ``weights`` 1
-    at real entries, scaled so that Keras' weighted mean is the mean over predicted tokens.
+    ``all_tokens`` every text token, so that unmasked tokens are reconstructed too (k: the most
+    in any row; shorter rows repeat position 0 with weight 0), ``targets`` the original ids
+    there and ``weights`` 1 at real entries, scaled so that Keras' weighted mean is the mean
+    over predicted tokens.
     """
     ids = sequence_padding(examples)
     inputs = ids.copy()
@@ -176,7 +177,8 @@ def main():
     examples = build_examples(training_texts, tokenizer, args.maxlen)
     print(f"{len(texts)} texts, {len(examples)} training windows, vocab {len(token_dict)}")
     data = MaskedLMBatches(examples, args.batch_size, len(token_dict), tokenizer.mask_id,
-                           all_tokens=args.all_tokens, seed=args.seed, epoch_size=args.steps_per_epoch * args.batch_size)
+                           all_tokens=args.all_tokens, seed=args.seed,
+                           epoch_size=args.steps_per_epoch * args.batch_size)
     built = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
                                     model="roformer", with_mlm="linear", return_keras_model=False)
     model = masked_positions_model(built)
