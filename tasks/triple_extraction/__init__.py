@@ -10,6 +10,7 @@ DuIE-format samples and their schema: ``SAMPLE`` covers every overlap pattern (t
 
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "duie_sample.jsonl"
-MORE_SAMPLE = Path(__file__).resolve().parent / "data" / "duie_more.jsonl"
-SAMPLE_SCHEMA = Path(__file__).resolve().parent / "data" / "duie_schema.jsonl"
+_DATA = Path(__file__).resolve().parent / "data"
+SAMPLE = _DATA / "duie_sample.jsonl"
+MORE_SAMPLE = _DATA / "duie_more.jsonl"
+SAMPLE_SCHEMA = _DATA / "duie_schema.jsonl"
