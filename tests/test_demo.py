@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from tasks.demo import INITIALISATIONS, TASKS, Budget, run_demo
+from tasks.demo import (INITIALISATIONS, TASKS, TRIPLES_HELD_OUT, Budget, run_demo,
+                        triples_data, triples_split)
 
 TINY = Budget(cosent_train=64, cosent_test=64, kgclue_train=64, kgclue_test=8, triples_epochs=1)
 
@@ -38,3 +39,12 @@ def test_unknown_task_is_named():
     with pytest.raises(ValueError, match=r"unknown demo task\(s\) \['ner'\]"):
         run_demo("unused", tasks=["cosent", "ner"])
 
+
+
+def test_triples_row_describes_the_split_it_trains_and_scores_on():
+    train, held_out = triples_split()
+    assert len(held_out) == TRIPLES_HELD_OUT
+    assert not {e.text for e in train} & {e.text for e in held_out}
+    assert triples_data(Budget(triples_epochs=7)) == (
+        f"DuIE-format samples: {len(train)} train texts, 7 epochs; "
+        f"{TRIPLES_HELD_OUT} held-out texts")
