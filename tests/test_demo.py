@@ -40,7 +40,6 @@ def test_unknown_task_is_named():
         run_demo("unused", tasks=["cosent", "ner"])
 
 
-
 def test_triples_row_describes_the_split_it_trains_and_scores_on():
     train, held_out = triples_split()
     assert len(held_out) == TRIPLES_HELD_OUT
