@@ -219,3 +219,16 @@ def test_spearman_of_a_perfect_ranking_is_100(tmp_path):
 
     pairs = read_pairs(write(tmp_path / "p.tsv", "一\tx\t1\n一二\tx\t2\n一二三\tx\t3\n")).examples
     assert spearman(Stub(), pairs) == pytest.approx(100.0)
+
+
+def test_a_work_dir_holding_a_run_from_another_checkpoint_is_refused(tmp_path):
+    """train() would resume the old run and report its scores as the new one's."""
+    config = str(write(tmp_path / "config.json", json.dumps(TINY)))
+    first = Settings(config=config, vocab=str(CHINESE_BERT_VOCAB), checkpoint=str(tmp_path / "a"))
+    first.save(tmp_path / "run")
+    first.save(tmp_path / "run")  # the same run again: resuming it is fine
+    second = Settings(config=config, vocab=str(CHINESE_BERT_VOCAB), checkpoint=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match=r"already holds a run with other settings \(checkpoint: "
+                                         r".*a' there, .*b' now\)"):
+        second.save(tmp_path / "run")
+    assert Settings.load(tmp_path / "run") == first

@@ -86,6 +86,26 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
                      verbose=verbose, shuffle=False)
 
 
+def record_run_settings(work_dir: str, filename: str, settings: dict) -> None:
+    """Write a run's settings into its work directory, refusing a directory that holds a run
+    made with other settings: :func:`train` would resume that run and its scores would be
+    reported as the new run's (same shapes, so :func:`check_backup_fits` cannot tell)."""
+    path = os.path.join(work_dir, filename)
+    if os.path.exists(path):
+        with open(path) as handle:
+            saved = json.load(handle)
+        changed = sorted(key for key in set(saved) | set(settings)
+                         if saved.get(key) != settings.get(key))
+        if changed:
+            details = "; ".join(f"{key}: {saved.get(key)!r} there, {settings.get(key)!r} now"
+                                for key in changed)
+            raise ValueError(f"{work_dir} already holds a run with other settings ({details}); "
+                             "give a new work directory, or delete that one to start over")
+    os.makedirs(work_dir, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
+        json.dump(settings, handle, indent=1)
+
+
 def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
     """Refuse to resume a backup written by another model, before Keras fails on it deep in
     weight loading. The weight shapes of the model that started the run are kept beside its

@@ -24,7 +24,7 @@ from bert4x.files import atomic_path
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
-                             sequence_padding, train)
+                             record_run_settings, sequence_padding, train)
 from tasks.kgclue.data import Question
 from tasks.kgclue.kb import KnowledgeBase, key_ids
 from tasks.kgclue.metrics import lcs_length, score
@@ -53,10 +53,7 @@ class Settings:
                 setattr(self, name, os.path.abspath(value))
 
     def save(self, work_dir) -> None:
-        os.makedirs(work_dir, exist_ok=True)
-        with atomic_path(os.path.join(work_dir, SETTINGS_FILE)) as path:
-            with open(path, "w") as handle:
-                json.dump(dataclasses.asdict(self), handle, indent=1)
+        record_run_settings(work_dir, SETTINGS_FILE, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, work_dir) -> "Settings":

@@ -17,7 +17,8 @@ import keras
 from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.tokenizers import Tokenizer
-from bert4x.training import BucketedBatches, Evaluator, WarmupDecay, build_optimizer, train
+from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
+                             record_run_settings, train)
 from tasks.triple_extraction.data import Example, Schema, read_schema
 from tasks.triple_extraction.metrics import triple_scores
 from tasks.triple_extraction.models import KINDS, MODELS
@@ -48,10 +49,7 @@ class Settings:
                 setattr(self, name, os.path.abspath(value))
 
     def save(self, work_dir) -> None:
-        os.makedirs(work_dir, exist_ok=True)
-        with atomic_path(os.path.join(work_dir, SETTINGS_FILE)) as path:
-            with open(path, "w") as handle:
-                json.dump(dataclasses.asdict(self), handle, indent=1)
+        record_run_settings(work_dir, SETTINGS_FILE, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, work_dir) -> "Settings":
