@@ -16,8 +16,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 
 def _demo(args):
     from tasks.demo import run_demo

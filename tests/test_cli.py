@@ -1,6 +1,7 @@
 """The ``bert4x`` command line, run as a user runs it (a subprocess of the installed entry)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,16 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     assert "roformer_zh_tiny (embedded default)" in out
     assert "model='gau_alpha'" in out and "vocab_size=50000" in out
+
+
+def test_only_the_command_quiets_tensorflow_c_logs():
+    """The ``bert4x`` console script sets TF_CPP_MIN_LOG_LEVEL on import (before TensorFlow
+    loads); a program that merely imports bert4x keeps its environment."""
+    probe = ("import sys; sys.argv[0] = {!r}; import bert4x, os; "
+             "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for argv0, expected in (("/venv/bin/bert4x", "3"), ("my_script.py", "None")):
+        result = subprocess.run([sys.executable, "-c", probe.format(argv0)], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[-1] == expected
