@@ -141,6 +141,18 @@ def masked_positions_model(built) -> keras.Model:
     return keras.Model([*model.inputs, positions], model.get_layer("MLM-Bias")(x))
 
 
+def pretraining_model(config: dict, init_from=None, freeze_token_embeddings: bool = False):
+    """``(built, model)``: the RoFormer with its MLM head (what gets exported) and the
+    masked-positions model that trains it. ``freeze_token_embeddings`` keeps the token table,
+    which the MLM output shares, at its starting values: trained, it drifts towards token
+    frequency and loses the near-orthogonal character vectors that sentence similarity on
+    STS-B-zh rewards (tasks/cosent/README.md)."""
+    built = build_transformer_model(config, init_from, model="roformer", with_mlm="linear",
+                                    return_keras_model=False)
+    built.model.get_layer("Embedding-Token").trainable = not freeze_token_embeddings
+    return built, masked_positions_model(built)
+
+
 class MaskedLMBatches(BucketedBatches):
     """Length-bucketed windows, masked afresh for each (seed, epoch, batch)."""
 
@@ -177,6 +189,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-tokens", action="store_true",
                         help="predict every token, not only the masked ones")
+    parser.add_argument("--freeze-token-embeddings", action="store_true",
+                        help="keep the token embedding table (shared with the MLM output) at its "
+                             "starting values, so it cannot drift towards token frequency")
     parser.add_argument("--init-from", metavar="DIR",
                         help="start from the weights of an exported model (e.g. "
                              "pretrained/roformer_zh_tiny) instead of random ones; its "
@@ -196,10 +211,8 @@ def main():
                            epoch_size=args.steps_per_epoch * args.batch_size)
     if args.init_from:
         check_same_vocabulary(token_dict, os.path.join(args.init_from, "vocab.txt"))
-    built = build_transformer_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
-                                    args.init_from, model="roformer", with_mlm="linear",
-                                    return_keras_model=False)
-    model = masked_positions_model(built)
+    built, model = pretraining_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
+                                     args.init_from, args.freeze_token_embeddings)
     total = args.epochs * len(data)
     model.compile(
         optimizer=build_optimizer(WarmupDecay(args.learning_rate, total, warmup_steps=total // 20),
@@ -226,6 +239,7 @@ def main():
                      batch_size=args.batch_size, maxlen=args.maxlen, lr=args.learning_rate,
                      accuracy=results["mlm_accuracy"], masked=masked,
                      init_from=args.init_from, all_tokens=args.all_tokens,
+                     frozen_table=args.freeze_token_embeddings,
                      history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
         with open(os.path.join(args.export, "README.md"), "w", encoding="utf-8") as handle:
             handle.write(model_card(facts))
@@ -239,6 +253,9 @@ def model_card(facts: dict) -> str:
              if facts.get("init_from") else "from random weights, ")
     scored = ("every text token is predicted (All-Tokens MLM)" if facts.get("all_tokens")
               else "only masked tokens are predicted")
+    if facts.get("frozen_table"):
+        scored += ("; the token embedding table (shared with the MLM output) was frozen at its "
+                   "starting values")
     return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
 
 A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by

@@ -7,7 +7,7 @@ import pytest
 from bert4x import build_transformer_model
 from bert4x.tokenizers import save_vocab
 from pretrained.pretrain import (check_same_vocabulary, masked_batch, masked_positions_model,
-                                 model_card)
+                                 model_card, pretraining_model)
 
 VOCAB, MASK_ID, FIRST_NORMAL_ID = 50, 4, 5
 TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -122,6 +122,25 @@ def test_model_card_says_where_training_started_and_what_it_scored():
     card = model_card(facts)
     assert "from random weights, 2 epochs × 4 steps" in card
     assert "only masked tokens are predicted" in card and "0.4321" in card
-    card = model_card(dict(facts, init_from="pretrained/roformer_zh_tiny", all_tokens=True))
+    assert "frozen" not in card
+    card = model_card(dict(facts, init_from="pretrained/roformer_zh_tiny", all_tokens=True,
+                           frozen_table=True))
     assert "continuing from the weights in `pretrained/roformer_zh_tiny`" in card
     assert "every text token is predicted" in card
+    assert "token embedding table (shared with the MLM output) was frozen" in card
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_frozen_token_table_stays_put_while_the_rest_trains(freeze):
+    keras.utils.set_random_seed(0)
+    built, model = pretraining_model(TINY, freeze_token_embeddings=freeze)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs, targets, weights = masked_batch(windows(16), np.random.default_rng(0), VOCAB,
+                                            MASK_ID, FIRST_NORMAL_ID, all_tokens=True)
+    table = built.model.get_layer("Embedding-Token").embeddings
+    norm = built.model.get_layer("MLM-Norm").weights[0]
+    table_before, norm_before = table.numpy().copy(), norm.numpy().copy()
+    model.train_on_batch(inputs, targets, sample_weight=weights)
+    assert not np.allclose(norm.numpy(), norm_before)
+    assert np.array_equal(table.numpy(), table_before) == freeze
