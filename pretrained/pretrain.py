@@ -256,10 +256,13 @@ def model_card(facts: dict) -> str:
     if facts.get("frozen_table"):
         scored += ("; the token embedding table (shared with the MLM output) was frozen at its "
                    "starting values")
+    flags = "".join(f" {flag}" for flag, used in (("--all-tokens", facts.get("all_tokens")),
+                                                   ("--freeze-token-embeddings",
+                                                    facts.get("frozen_table"))) if used)
     return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
 
 A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by
-`python -m pretrained.pretrain` with masked language modelling. It exists so that bert4x's demo
+`python -m pretrained.pretrain{flags}` with masked language modelling. It exists so that bert4x's demo
 and tasks run with no download; it is far weaker than public base-size checkpoints.
 
 - **Vocabulary**: the standard Chinese BERT vocabulary, simplified (`load_vocab(simplified=True)`)
