@@ -259,6 +259,8 @@ def model_card(facts: dict) -> str:
     if facts.get("frozen_table"):
         scored += ("; the token embedding table (shared with the MLM output) was frozen at its "
                    "starting values")
+    counted = ("over every text token, so copying unmasked ones counts"
+               if facts.get("all_tokens") else "over the masked tokens")
     flags = "".join(f" {flag}" for flag, used in (("--all-tokens", facts.get("all_tokens")),
                                                    ("--freeze-token-embeddings",
                                                     facts.get("frozen_table"))) if used)
@@ -281,7 +283,7 @@ base-size checkpoints.
   (weight decay 0.01, clip norm 1.0), peak learning rate {facts["lr"]:g}, 5% warmup then linear
   decay, dropout 0.1. BERT masking: 15% of tokens, of those 80% [MASK], 10% random, 10% kept,
   redrawn each epoch; {scored}. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
-  {last.get("mlm_accuracy", float("nan")):.4f}. The run used two CPU cores.
+  {last.get("mlm_accuracy", float("nan")):.4f} ({counted}). The run used two CPU cores.
 - **Held-out MLM accuracy: {facts["accuracy"]:.4f}** ({facts["masked"]:,} masked tokens of the held-out texts,
   one fixed masking).
 - **Files**: `model.safetensors` (HF `RoFormerForMaskedLM` names, float16), `config.json`,

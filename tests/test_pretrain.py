@@ -122,11 +122,13 @@ def test_model_card_says_where_training_started_and_what_it_scored():
     card = model_card(facts)
     assert "from random weights, 2 epochs × 4 steps" in card
     assert "only masked tokens are predicted" in card and "0.4321" in card
+    assert "(over the masked tokens)" in card
     assert "frozen" not in card and "`python -m pretrained.pretrain` with" in card
     card = model_card(dict(facts, init_from="pretrained/roformer_zh_tiny", all_tokens=True,
                            frozen_table=True))
     assert "continuing from the weights in `pretrained/roformer_zh_tiny`" in card
     assert "every text token is predicted" in card
+    assert "(over every text token, so copying unmasked ones counts)" in card
     assert "token embedding table (shared with the MLM output) was frozen" in card
     assert "`python -m pretrained.pretrain --all-tokens --freeze-token-embeddings`" in card
 
