@@ -332,6 +332,23 @@ def run_script(*args):
     return result
 
 
+def test_a_run_ends_with_the_same_weights_whatever_was_built_before_it(tmp_path):
+    """Dropout masks must follow the seed, not Keras' process-wide layer-name counter (the
+    second model's layers, built later in the same process, get other names)."""
+    data = BucketedBatches(random_examples(32, seed=3), 8, collate)
+
+    def trained(work_dir):
+        model = compiled(classifier(hidden_dropout_prob=0.3), build_optimizer(1e-2))
+        train(model, data, epochs=2, work_dir=str(work_dir), seed=4, verbose=0)
+        return model.get_layer("classifier").weights[0].numpy()
+
+    first = trained(tmp_path / "first")
+    again = trained(tmp_path / "again")
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    untrained = classifier(hidden_dropout_prob=0.3).get_layer("classifier").weights[0].numpy()
+    assert not np.allclose(first, untrained, atol=1e-3)  # it did train
+
+
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     """Dropout on, EMA on, warmup schedule: SIGKILL after epoch 2, re-run, compare."""
     whole = run_script("--work-dir", str(tmp_path / "whole"), "--out", str(tmp_path / "a.npz"))

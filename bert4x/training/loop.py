@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from typing import Optional, Sequence
 
 import keras
@@ -38,6 +37,9 @@ class ReplayableEpochs(keras.callbacks.Callback):
 
     Keras' BackupAndRestore restores weights and optimizer but not the generators' states,
     so without this a resumed run would draw different dropout masks than an uninterrupted one.
+    Each generator is keyed by its place among the model's generators, not by its name: Keras
+    numbers names with a process-wide counter, so a model built after other models would
+    otherwise draw other masks, and the same run would score differently in another process.
     """
 
     def __init__(self, dataset=None, seed: int = 0):
@@ -47,11 +49,12 @@ class ReplayableEpochs(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.dataset is not None and self.dataset.epoch != epoch:
             self.dataset.set_epoch(epoch)
-        for variable in self.model.variables:
-            if variable.path.endswith("seed_generator_state"):
-                rng = np.random.default_rng([self.seed, epoch, zlib.crc32(variable.path.encode())])
-                value = rng.integers(0, 2**31 - 1, size=variable.shape)
-                variable.assign(value.astype(variable.dtype))
+        generators = [variable for variable in self.model.variables
+                      if variable.path.endswith("seed_generator_state")]
+        for place, variable in enumerate(generators):
+            rng = np.random.default_rng([self.seed, epoch, place])
+            value = rng.integers(0, 2**31 - 1, size=variable.shape)
+            variable.assign(value.astype(variable.dtype))
 
 
 def train(model: keras.Model, train_data, epochs: int, work_dir: str,
