@@ -314,6 +314,29 @@ def test_resuming_a_work_dir_of_another_model_is_refused_clearly(tmp_path):
     assert len(read_metrics_log(str(tmp_path / "metrics.jsonl"))) == 2
 
 
+def test_resuming_with_another_optimizer_or_seed_is_refused_clearly(tmp_path):
+    """Same model, other learning rate, schedule, seed or batches per epoch: resuming would
+    end with weights that neither run's settings give."""
+    data = BucketedBatches(random_examples(16), 8, collate)
+    train(compiled(classifier(), build_optimizer(1e-3)), data, 1, str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match=r"learning_rate: 0\.001 there, 0\.002 now"):
+        train(compiled(classifier(), build_optimizer(2e-3)), data, 2, str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match=r"learning_rate: 0\.001 there, None now.*"
+                                         r"learning_rate\.config\.total_steps: None there, 4 now"):
+        train(compiled(classifier(), build_optimizer(WarmupDecay(1e-3, 4))), data, 2,
+              str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match="seed: 0 there, 1 now"):
+        train(compiled(classifier(), build_optimizer(1e-3)), data, 2, str(tmp_path), seed=1,
+              verbose=0)
+    smaller_batches = BucketedBatches(random_examples(16), 4, collate)
+    with pytest.raises(ValueError, match="steps_per_epoch: 2 there, 4 now"):
+        train(compiled(classifier(), build_optimizer(1e-3)), smaller_batches, 2, str(tmp_path),
+              verbose=0)
+    # The same settings resume the run, for more epochs too.
+    train(compiled(classifier(), build_optimizer(1e-3)), data, 2, str(tmp_path), verbose=0)
+    assert len(read_metrics_log(str(tmp_path / "metrics.jsonl"))) == 2
+
+
 def test_train_refuses_uncompiled_models_and_bad_evaluators(tmp_path):
     data = BucketedBatches(random_examples(8), 4, collate)
     with pytest.raises(ValueError, match="compile the model"):

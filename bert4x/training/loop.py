@@ -4,7 +4,8 @@ A task compiles its model (loss, optimizer from :func:`build_optimizer`) and cal
 :func:`train`. Everything a run writes goes to ``work_dir``:
 
     backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch,
-                    and the model's weight shapes, so another model cannot resume this run
+                    the model's weight shapes and the run's training settings, so that neither
+                    another model nor the same model with another optimizer or seed resumes it
     metrics.jsonl   one record per epoch (training logs + the evaluator's metrics)
     metrics.png     the curves
     best.weights.h5 the best weights by the evaluator's metric (when an evaluator is given)
@@ -29,6 +30,7 @@ from bert4x.training.data import BucketedBatches
 
 BACKUP_DIR = "backup"
 WEIGHT_SHAPES = "weight_shapes.json"
+TRAINING_SETTINGS = "training_settings.json"
 
 
 class ReplayableEpochs(keras.callbacks.Callback):
@@ -78,6 +80,8 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
     steps.extend(callbacks)
     if resume:
         check_backup_fits(model, os.path.join(work_dir, BACKUP_DIR))
+        record_run_settings(os.path.join(work_dir, BACKUP_DIR), TRAINING_SETTINGS,
+                            training_settings(model, train_data, seed))
         # Last, so an epoch only counts as done once everything above has finished with it.
         steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, BACKUP_DIR),
                                                       save_freq="epoch", delete_checkpoint=False))
@@ -107,6 +111,33 @@ def record_run_settings(work_dir: str, filename: str, settings: dict) -> None:
     os.makedirs(work_dir, exist_ok=True)
     with atomic_path(path) as temporary, open(temporary, "w") as handle:
         json.dump(settings, handle, indent=1)
+
+
+def training_settings(model: keras.Model, train_data, seed: int) -> dict:
+    """What besides the model decides the weights a run ends with: its seed, batches an epoch
+    and optimizer (with its learning-rate schedule). Resuming with others would silently mix
+    two runs. Names are flattened (``learning_rate.config.peak_learning_rate``) so that a
+    refusal says what changed. The epoch count is not recorded: training a finished run
+    further at a constant rate is a continuation (a schedule over all steps still changes)."""
+    optimizer = keras.saving.serialize_keras_object(model.optimizer)["config"]
+    optimizer.pop("name", None)
+    try:
+        steps_per_epoch = len(train_data)
+    except TypeError:  # a tf.data.Dataset of unknown length
+        steps_per_epoch = None
+    return dict(seed=seed, steps_per_epoch=steps_per_epoch, **_flattened(optimizer))
+
+
+def _flattened(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        elif isinstance(value, float):  # Keras keeps rates as float32: 0.0010000000474974513
+            flat[f"{prefix}{key}"] = float(f"{value:.7g}")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return json.loads(json.dumps(flat, default=repr))  # what the saved file will read back as
 
 
 def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
