@@ -4,9 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from bert4x import build_transformer_model
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
               intermediate_size=24, max_position_embeddings=16)
 
@@ -58,6 +62,19 @@ def test_builder_argument_errors_and_unreadable_config_are_messages(tmp_path):
     result = bert4x("convert", "--config", tmp_path, "--checkpoint", tmp_path, "--to-hf", tmp_path)
     assert result.returncode == 2
     assert "cannot read config file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("task, data", [
+    ("cosent", "pretrained/data/sts-b-zh/test.data"),
+    ("kgclue", "pretrained/data/kgclue/test_public.json"),
+    ("triples", "tasks/triple_extraction/data/duie_sample.jsonl"),
+])
+def test_evaluating_a_directory_without_a_run_says_how_to_make_one(tmp_path, task, data):
+    result = bert4x(task, "evaluate", "--work-dir", tmp_path, "--data", ROOT / data)
+    assert result.returncode == 2
+    assert (f"{tmp_path} holds no {task} run" in result.stderr
+            and f"train one with `bert4x {task} train`" in result.stderr)
+    assert "Traceback" not in result.stderr
 
 
 def test_models_lists_the_registry(capsys):

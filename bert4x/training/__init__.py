@@ -2,7 +2,8 @@
 
 from bert4x.training.callbacks import Evaluator, MetricsLog, ema_weights, plot_metrics, read_metrics_log
 from bert4x.training.data import BucketedBatches, sequence_padding
-from bert4x.training.loop import ReplayableEpochs, record_run_settings, train
+from bert4x.training.loop import (ReplayableEpochs, read_run_settings, record_run_settings,
+                                  train)
 from bert4x.training.optimizers import AdamW, build_optimizer, layerwise_multipliers
 from bert4x.training.readers import DataError, ReadResult, iter_records, read_records
 from bert4x.training.schedules import WarmupDecay
@@ -10,4 +11,4 @@ from bert4x.training.schedules import WarmupDecay
 __all__ = ["BucketedBatches", "DataError", "Evaluator", "AdamW",
            "MetricsLog", "ReadResult", "ReplayableEpochs", "WarmupDecay", "build_optimizer", "ema_weights",
            "iter_records", "layerwise_multipliers", "plot_metrics", "read_metrics_log", "read_records",
-           "record_run_settings", "sequence_padding", "train"]
+           "read_run_settings", "record_run_settings", "sequence_padding", "train"]

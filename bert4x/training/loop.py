@@ -113,6 +113,17 @@ def record_run_settings(work_dir: str, filename: str, settings: dict) -> None:
         json.dump(settings, handle, indent=1)
 
 
+def read_run_settings(work_dir: str, filename: str, task: str) -> dict:
+    """The settings :func:`record_run_settings` wrote for a ``task`` run (its CLI name, e.g.
+    ``"cosent"``), or an error saying how to make such a run."""
+    path = os.path.join(work_dir, filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{work_dir} holds no {task} run ({filename} missing); "
+                                f"train one with `bert4x {task} train`")
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def training_settings(model: keras.Model, train_data, seed: int) -> dict:
     """What besides the model decides the weights a run ends with: its seed, batches an epoch
     and optimizer (with its learning-rate schedule). Resuming with others would silently mix

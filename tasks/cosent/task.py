@@ -20,7 +20,7 @@ from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
-                             record_run_settings, sequence_padding, train)
+                             read_run_settings, record_run_settings, sequence_padding, train)
 from tasks.cosent.data import Pair
 from tasks.cosent.model import (CoSENTLoss, build_cosine_model, build_encoder,
                                 build_sbert_model)
@@ -61,12 +61,7 @@ class Settings:
 
     @classmethod
     def load(cls, work_dir) -> "Settings":
-        path = os.path.join(work_dir, SETTINGS_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{work_dir} holds no CoSENT run ({SETTINGS_FILE} missing); "
-                                    "train one with `bert4x cosent train`")
-        with open(path) as handle:
-            return cls(**json.load(handle))
+        return cls(**read_run_settings(work_dir, SETTINGS_FILE, "cosent"))
 
 
 def build_sentence_encoder(settings: Settings, load_checkpoint: bool = True) -> SentenceEncoder:

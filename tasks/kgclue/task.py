@@ -24,7 +24,7 @@ from bert4x.files import atomic_path
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
-                             record_run_settings, sequence_padding, train)
+                             read_run_settings, record_run_settings, sequence_padding, train)
 from tasks.kgclue.data import Question
 from tasks.kgclue.kb import KnowledgeBase, key_ids
 from tasks.kgclue.metrics import lcs_length, score
@@ -57,11 +57,7 @@ class Settings:
 
     @classmethod
     def load(cls, work_dir) -> "Settings":
-        path = os.path.join(work_dir, SETTINGS_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{work_dir} holds no KgCLUE run ({SETTINGS_FILE} missing)")
-        with open(path) as handle:
-            return cls(**json.load(handle))
+        return cls(**read_run_settings(work_dir, SETTINGS_FILE, "kgclue"))
 
 
 def build_seq2seq(settings: Settings, load_checkpoint: bool = True) -> keras.Model:

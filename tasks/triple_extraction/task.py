@@ -18,7 +18,7 @@ from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
-                             record_run_settings, train)
+                             read_run_settings, record_run_settings, train)
 from tasks.triple_extraction.data import Example, Schema, read_schema
 from tasks.triple_extraction.metrics import triple_scores
 from tasks.triple_extraction.models import KINDS, MODELS
@@ -53,12 +53,7 @@ class Settings:
 
     @classmethod
     def load(cls, work_dir) -> "Settings":
-        path = os.path.join(work_dir, SETTINGS_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{work_dir} holds no triple-extraction run "
-                                    f"({SETTINGS_FILE} missing)")
-        with open(path) as handle:
-            return cls(**json.load(handle))
+        return cls(**read_run_settings(work_dir, SETTINGS_FILE, "triples"))
 
 
 class Extractor:
