@@ -4,8 +4,10 @@ A task compiles its model (loss, optimizer from :func:`build_optimizer`) and cal
 :func:`train`. Everything a run writes goes to ``work_dir``:
 
     backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch,
-                    the model's weight shapes and the run's training settings, so that neither
-                    another model nor the same model with another optimizer or seed resumes it
+                    and the model's weight shapes, so another model cannot resume this run
+    training_settings.json
+                    seed, batches per epoch and optimizer, so that the same model trained
+                    otherwise cannot resume it either
     metrics.jsonl   one record per epoch (training logs + the evaluator's metrics)
     metrics.png     the curves
     best.weights.h5 the best weights by the evaluator's metric (when an evaluator is given)
@@ -80,8 +82,7 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
     steps.extend(callbacks)
     if resume:
         check_backup_fits(model, os.path.join(work_dir, BACKUP_DIR))
-        record_run_settings(os.path.join(work_dir, BACKUP_DIR), TRAINING_SETTINGS,
-                            training_settings(model, train_data, seed))
+        record_run_settings(work_dir, TRAINING_SETTINGS, training_settings(model, train_data, seed))
         # Last, so an epoch only counts as done once everything above has finished with it.
         steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, BACKUP_DIR),
                                                       save_freq="epoch", delete_checkpoint=False))
