@@ -128,9 +128,18 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
-        # ConfigError, CheckpointError, DataError, argument checks: the message says it all.
+    except (ValueError, OSError) as error:
+        # ConfigError, CheckpointError, DataError, argument checks, missing or unwritable files
+        # (a full disk, say): the message says it all.
         print(f"bert4x {args.command}: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from bert4x.input_checks import failed_check_message
+
+        message = failed_check_message(error)
+        if message is None:
+            raise
+        print(f"bert4x {args.command}: {message}", file=sys.stderr)
         return 2
 
 

@@ -7,8 +7,14 @@ graph assertion; PyTorch runs eagerly so a Python check works; JAX cannot raise 
 and is left unchecked.
 """
 
+import re
+from typing import Optional
+
 import keras
 from keras import ops
+
+#: How TensorFlow words a failed ``tf.debugging.assert_*`` inside a graph.
+_GRAPH_ASSERTION = re.compile(r"assertion failed: \[([^\]]+)\]")
 
 
 def check_less(values, limit, message):
@@ -26,3 +32,16 @@ def check_less(values, limit, message):
         if bool(ops.any(values >= limit)) or bool(ops.any(values < 0)):
             raise ValueError(message)
     return values
+
+
+def failed_check_message(error: BaseException) -> Optional[str]:
+    """The message of the check behind ``error``, when a compiled graph stopped at one.
+
+    TensorFlow reports it as ``InvalidArgumentError: Graph execution error:`` followed by a
+    stack of framework frames, with the message on the last line; a command line prints this
+    instead of the traceback.
+    """
+    if type(error).__name__ != "InvalidArgumentError":
+        return None
+    found = _GRAPH_ASSERTION.search(str(error))
+    return found.group(1) if found else None

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from bert4x import build_transformer_model
+from bert4x.arguments import positive_number, whole_number
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
 from bert4x.training import (BucketedBatches, WarmupDecay, build_optimizer, read_metrics_log,
                              sequence_padding, train)
@@ -185,12 +186,12 @@ def check_same_vocabulary(token_dict: dict, vocab_path: str) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="runs/pretrain")
-    parser.add_argument("--maxlen", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps-per-epoch", type=int, default=250,
+    parser.add_argument("--maxlen", type=whole_number(3), default=64)
+    parser.add_argument("--batch-size", type=whole_number(), default=32)
+    parser.add_argument("--steps-per-epoch", type=whole_number(), default=250,
                         help="batches per epoch; an epoch is also the resume granularity")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--epochs", type=whole_number(), default=20)
+    parser.add_argument("--learning-rate", type=positive_number, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-tokens", action="store_true",
                         help="predict every token, not only the masked ones")

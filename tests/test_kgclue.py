@@ -96,7 +96,7 @@ def small_setup(tmp_path_factory, tokenizer):
     settings = Settings(config=str(config), vocab=str(CHINESE_BERT_VOCAB),
                         kb=str(directory / "kb"), question_maxlen=16, key_maxlen=40)
     keras.utils.set_random_seed(0)
-    return settings, build_seq2seq(settings), kb, questions
+    return settings, build_seq2seq(settings, tokenizer), kb, questions
 
 
 @pytest.mark.parametrize("lookahead", [True, False])

@@ -135,7 +135,7 @@ def test_bad_input_gives_clear_errors(tokenizer, tmp_path):
         tokenizer.encode_batch("一句话")
     with pytest.raises(ValueError, match="first texts but"):
         tokenizer.encode_batch(["a", "b"], ["c"])
-    with pytest.raises(ValueError, match="no room for the 3 special tokens"):
+    with pytest.raises(ValueError, match="maxlen=2 leaves no room for text: 3 special tokens"):
         tokenizer.encode("a", "b", maxlen=2)
     with pytest.raises(ValueError, match="truncation must be one of"):
         tokenizer.encode("a", "b", maxlen=4, truncation="middle")

@@ -151,10 +151,12 @@ def test_cli_trains_evaluates_and_predicts(tmp_path, tiny_config, capsys):
                         "--kind", "pointer_cln", "--work-dir", run]) == 0
     assert bert4x_main(["triples", "evaluate", "--work-dir", run, "--data", str(dev)]) == 0
     assert "ALL" in capsys.readouterr().out
-    texts = write(tmp_path / "texts.txt", "《晴天》是周杰伦演唱的歌曲。\n姚明出生于上海。\n")
+    # A spaces-only line still gets its output line, so line i answers line i.
+    texts = write(tmp_path / "texts.txt", "《晴天》是周杰伦演唱的歌曲。\n   \n姚明出生于上海。\n")
     output = tmp_path / "out.json"
     assert bert4x_main(["triples", "predict", "--work-dir", run, "--input", str(texts),
                         "--output", str(output)]) == 0
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert [r["text"] for r in records] == ["《晴天》是周杰伦演唱的歌曲。", "姚明出生于上海。"]
+    assert [r["text"] for r in records] == ["《晴天》是周杰伦演唱的歌曲。", "   ", "姚明出生于上海。"]
     assert all(isinstance(r["spo_list"], list) for r in records)
+    assert records[1]["spo_list"] == []

@@ -77,6 +77,27 @@ def _hf_sinusoid_table(positions: int, dim: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([np.sin(angles), np.cos(angles)], 1), "float32")
 
 
+def _make_directory(directory) -> None:
+    """Create the export directory, refusing a path that is a file (``os.makedirs`` would
+    raise a bare ``FileExistsError``)."""
+    directory = os.fspath(directory)
+    for parent in _parents(os.path.abspath(directory)):
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise CheckpointError(f"cannot export to {directory}: {parent} is a file, not a "
+                                  "directory; give a new directory name")
+    os.makedirs(directory, exist_ok=True)
+
+
+def _parents(path: str):
+    """``path`` and each directory above it."""
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
 def export_huggingface(model, directory, config: TransformerConfig, model_name: str,
                        hf_prefix: str, with_mlm: bool, dtype: str = "float32") -> str:
     """Write ``model``'s weights (stored as ``dtype``: float32 or float16) and config to
@@ -92,7 +113,7 @@ def export_huggingface(model, directory, config: TransformerConfig, model_name: 
         tensors[f"{hf_prefix}.encoder.embed_positions.weight"] = _hf_sinusoid_table(
             config.max_position_embeddings, config.attention_head_size)
     tensors = {name: value.astype(dtype) for name, value in tensors.items()}
-    os.makedirs(directory, exist_ok=True)
+    _make_directory(directory)
     weights_file = os.path.join(directory, "model.safetensors")
     config_file = os.path.join(directory, "config.json")
     with atomic_path(weights_file) as temporary:
@@ -110,7 +131,7 @@ def save_google_checkpoint(model, prefix, model_name: str) -> str:
     arrays = _named_arrays(model, GOOGLE, model_name)
     prefix = os.fspath(prefix)
     directory = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(directory, exist_ok=True)
+    _make_directory(directory)
     temporary = os.path.join(directory, f".{os.path.basename(prefix)}.tmp")
     names = sorted(arrays)
     tf.raw_ops.SaveV2(prefix=temporary, tensor_names=names, shape_and_slices=[""] * len(names),

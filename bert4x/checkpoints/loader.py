@@ -20,6 +20,12 @@ from bert4x.checkpoints.names import (
 )
 from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpoint
 
+#: How errors name the families.
+FAMILY_NAMES = {"bert": "BERT", "roformer": "RoFormer", "roformer_v2": "RoFormer-V2",
+                "gau_alpha": "GAU-α", "flash": "FLASH"}
+#: Families stored under another's names: FLASH units are saved as GAU-α's.
+_LAYOUTS = {"flash": "gau_alpha"}
+
 #: Weights indexed by vocabulary id, sliced by ``keep_tokens``.
 _VOCAB_INDEXED = ("Embedding-Token/embeddings", "MLM-Bias/bias")
 
@@ -85,8 +91,11 @@ def _hf_aliases(names: Sequence[str], prefix: Optional[str]) -> dict:
 
 def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional[str],
                     keep_tokens: Optional[Sequence[int]] = None, allow_missing: bool = False,
-                    allow_unused: bool = False) -> LoadReport:
-    """Copy checkpoint weights into ``model`` (built by the ``model_name`` family)."""
+                    allow_unused: bool = False, check_finite: bool = True) -> LoadReport:
+    """Copy checkpoint weights into ``model`` (built by the ``model_name`` family).
+
+    A checkpoint whose names fit another family is refused naming that family; with
+    ``check_finite`` (the default) so is one holding NaN or infinite weights."""
     checkpoint = open_checkpoint(checkpoint_path)
     if checkpoint.fmt == HF and hf_prefix is None:
         raise CheckpointError(
@@ -125,6 +134,16 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
     problems = []
     if mismatched:
         problems.append("shape mismatch:\n    " + "\n    ".join(mismatched))
+    guess = guess_architecture(checkpoint)
+    if guess is not None and _LAYOUTS.get(guess, guess) != _LAYOUTS.get(model_name, model_name) \
+            and (missing or unused or mismatched):
+        # Another family's file: allow_missing would only give a half-random model.
+        raise CheckpointError(
+            f"cannot load {checkpoint.path} into {model_name!r}: this looks like a "
+            f"{FAMILY_NAMES.get(guess, guess)} checkpoint: use model=\"{guess}\" (read as "
+            f"{model_name!r}, weights missing: {len(missing)}, entries unused: {len(unused)}, "
+            f"shapes differing: {len(mismatched)}; first: "
+            f"{(missing or unused or mismatched)[0]})")
     if missing and not allow_missing:
         problems.append("weights missing from the checkpoint (pass allow_missing=True to keep "
                         "them initialised): " + ", ".join(missing))
@@ -132,14 +151,29 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         problems.append("checkpoint entries nothing reads (pass allow_unused=True to ignore): "
                         + ", ".join(unused))
     if problems:
-        guess = guess_architecture(checkpoint)
-        hint = (f"\n  the checkpoint looks like a {guess!r} model, but model={model_name!r} was built"
-                if guess and guess != model_name else "")
         raise CheckpointError(f"cannot load {checkpoint.path} into {model_name!r}:\n  "
-                              + "\n  ".join(problems) + hint)
+                              + "\n  ".join(problems))
+    if check_finite:
+        _check_finite(checkpoint.path, [(stored[expected[v.path]], value)
+                                        for v, value in assignments])
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype))
     return report
+
+
+def _check_finite(path: str, named_values) -> None:
+    """Refuse NaN or infinite weights: a file damaged after its header was written still
+    loads, and training from it runs whole epochs at ``loss: nan``."""
+    bad = [(name, int(np.size(value) - np.count_nonzero(np.isfinite(value))), np.size(value))
+           for name, value in named_values
+           if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
+    if bad:
+        listed = ", ".join(f"{name} ({count} of {size})" for name, count, size in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(
+            f"{path}: {len(bad)} tensors hold NaN or infinite values: {listed}{more}; the file "
+            "is damaged or was saved from a diverged run (pass check_finite=False to load it "
+            "anyway)")
 
 
 def _keep_rows(value: np.ndarray, keep_tokens: Sequence[int], name: str) -> np.ndarray:

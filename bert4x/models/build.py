@@ -29,11 +29,12 @@ class TransformerModel:
         self.load_report: Optional[LoadReport] = None
 
     def load_checkpoint(self, checkpoint_path, keep_tokens=None, allow_missing=False,
-                        allow_unused=False) -> LoadReport:
+                        allow_unused=False, check_finite=True) -> LoadReport:
         """Load weights; see :func:`bert4x.checkpoints.load_checkpoint`."""
         self.load_report = load_checkpoint(
             self.model, checkpoint_path, self.model_name, self.builder.hf_prefix,
-            keep_tokens=keep_tokens, allow_missing=allow_missing, allow_unused=allow_unused)
+            keep_tokens=keep_tokens, allow_missing=allow_missing, allow_unused=allow_unused,
+            check_finite=check_finite)
         return self.load_report
 
     def save_google_checkpoint(self, prefix) -> str:
@@ -58,6 +59,7 @@ def build_transformer_model(
     keep_tokens: Optional[Sequence[int]] = None,
     allow_missing: bool = False,
     allow_unused: bool = False,
+    check_finite: bool = True,
     name: Optional[str] = None,
     **overrides,
 ):
@@ -67,7 +69,9 @@ def build_transformer_model(
     ``config_path`` may be a ``config.json`` path, a dict or a :class:`TransformerConfig`;
     ``overrides`` replace config values (``key_size=128``, ``hidden_dropout_prob=0``...).
     With ``keep_tokens`` the vocabulary is cut to those ids and the checkpoint's embedding rows are
-    sliced to match.  The model takes ``[token_ids, segment_ids]``; token id 0 is padding.
+    sliced to match.  ``check_finite=False`` loads a checkpoint even when it holds NaN or
+    infinite weights (refused by default).  The model takes ``[token_ids, segment_ids]``;
+    token id 0 is padding.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
@@ -78,7 +82,8 @@ def build_transformer_model(
                                            with_mlm=with_mlm, name=name))
     if checkpoint_path is not None:
         built.load_checkpoint(checkpoint_path, keep_tokens=keep_tokens,
-                              allow_missing=allow_missing, allow_unused=allow_unused)
+                              allow_missing=allow_missing, allow_unused=allow_unused,
+                              check_finite=check_finite)
     return built.model if return_keras_model else built
 
 

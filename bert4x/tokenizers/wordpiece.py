@@ -236,10 +236,12 @@ def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int,
               truncation: str) -> Tuple[Pieces, Optional[Pieces]]:
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
-    specials = 2 if second is None else 3
+    specials, texts = (2, 1) if second is None else (3, 2)
     budget = maxlen - specials
-    if budget < 0:
-        raise ValueError(f"maxlen={maxlen} leaves no room for the {specials} special tokens")
+    if budget < texts:
+        # Fewer would silently encode a text as nothing at all ([CLS] [SEP]).
+        raise ValueError(f"maxlen={maxlen} leaves no room for text: {specials} special tokens "
+                         f"plus at least one token per text need maxlen >= {specials + texts}")
     if second is None:
         if truncation == "only_second":
             raise ValueError("truncation='only_second' needs a second text")

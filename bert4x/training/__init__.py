@@ -5,10 +5,12 @@ from bert4x.training.data import BucketedBatches, sequence_padding
 from bert4x.training.loop import (ReplayableEpochs, read_run_settings, record_run_settings,
                                   train)
 from bert4x.training.optimizers import AdamW, build_optimizer, layerwise_multipliers
-from bert4x.training.readers import DataError, ReadResult, iter_records, read_records
+from bert4x.training.readers import (DataError, ReadResult, iter_records, numbered_lines,
+                                     read_records, read_text_lines)
 from bert4x.training.schedules import WarmupDecay
 
-__all__ = ["BucketedBatches", "DataError", "Evaluator", "AdamW",
-           "MetricsLog", "ReadResult", "ReplayableEpochs", "WarmupDecay", "build_optimizer", "ema_weights",
-           "iter_records", "layerwise_multipliers", "plot_metrics", "read_metrics_log", "read_records",
-           "read_run_settings", "record_run_settings", "sequence_padding", "train"]
+__all__ = ["AdamW", "BucketedBatches", "DataError", "Evaluator", "MetricsLog", "ReadResult",
+           "ReplayableEpochs", "WarmupDecay", "build_optimizer", "ema_weights", "iter_records",
+           "layerwise_multipliers", "numbered_lines", "plot_metrics", "read_metrics_log",
+           "read_records", "read_run_settings", "read_text_lines", "record_run_settings",
+           "sequence_padding", "train"]

@@ -8,6 +8,7 @@ sparse embedding gradients dense, which Keras' Adam mishandles under TensorFlow.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Dict, Optional
 
@@ -77,6 +78,12 @@ def layerwise_multipliers(model: keras.Model, decay: float) -> Dict[str, float]:
     return {path: decay ** (layers + 1 - depth) for path, depth in depths.items()}
 
 
+def check_learning_rate(value: float, name: str = "learning_rate") -> None:
+    """A rate of 0 trains nothing and a negative one climbs the loss; neither is ever meant."""
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number above 0, got {value}")
+
+
 def build_optimizer(learning_rate, weight_decay: float = 0.01, ema_momentum: Optional[float] = None,
                     accumulation_steps: Optional[int] = None, clipnorm: Optional[float] = None,
                     layerwise_decay: Optional[float] = None, model: Optional[keras.Model] = None,
@@ -89,6 +96,8 @@ def build_optimizer(learning_rate, weight_decay: float = 0.01, ema_momentum: Opt
     batches' gradients every k steps; ``clipnorm``: global gradient-norm clipping;
     ``layerwise_decay``: multiply the rate of lower layers by decay^(distance from the top).
     """
+    if isinstance(learning_rate, (int, float)):
+        check_learning_rate(learning_rate)
     if accumulation_steps is not None and accumulation_steps < 2:
         accumulation_steps = None
     options = dict(learning_rate=learning_rate, weight_decay=weight_decay, epsilon=epsilon,

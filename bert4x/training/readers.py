@@ -12,7 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Callable, Iterator, List, Optional, Tuple
+
+
+#: What ``errors="surrogateescape"`` makes of a byte that is not UTF-8.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 class DataError(ValueError):
@@ -42,12 +47,39 @@ class ReadResult:
         return text
 
 
-def _numbered_lines(path) -> Iterator[Tuple[int, str]]:
-    with open(path, encoding="utf-8") as handle:
+def numbered_lines(path, keep_blank: bool = False) -> Iterator[Tuple[int, str]]:
+    """``(line number, text)`` for each line of a UTF-8 text file (blank ones only with
+    ``keep_blank``), with byte-order marks and line endings (``\\n``, ``\\r\\n``, ``\\r``)
+    removed.
+
+    Bytes that are not UTF-8 raise :class:`DataError` naming the line, the column and the byte,
+    instead of the decoder's offset in the whole file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    # surrogateescape keeps each undecodable byte as one marker character, so the line it is
+    # on can be reported.
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
+            # A BOM starts the file when an editor wrote it, or any line of concatenated files.
+            line = line.rstrip("\r\n").lstrip("\ufeff")
+            bad = _UNDECODED.search(line)
+            if bad:
+                byte = ord(bad.group()) - 0xDC00
+                raise DataError(path, number, f"not UTF-8 text (byte 0x{byte:02x} at column "
+                                              f"{bad.start() + 1}); save the file as UTF-8")
+            if keep_blank or line.strip():
                 yield number, line
+
+
+def read_text_lines(path, keep_blank: bool = False) -> List[str]:
+    """One text per line (the input of ``predict``/``encode`` commands). ``keep_blank=True``
+    keeps blank lines as they are, so that output line i still answers input line i."""
+    texts = [line for _, line in numbered_lines(path, keep_blank)]
+    if not any(text.strip() for text in texts):
+        raise DataError(path, 0, "no texts (one text per line expected)")
+    return texts
 
 
 def iter_records(path, parse: Callable, fields: Optional[int] = None, fmt: str = "tsv",
@@ -62,10 +94,8 @@ def iter_records(path, parse: Callable, fields: Optional[int] = None, fmt: str =
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if fmt not in ("tsv", "jsonl"):
         raise ValueError(f"fmt must be 'tsv' or 'jsonl', got {fmt!r}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path}")
     skipped = [] if skipped is None else skipped
-    for number, line in _numbered_lines(path):
+    for number, line in numbered_lines(path):
         try:
             example = parse(_split_record(line, fmt, fields))
         except (ValueError, KeyError, TypeError) as error:

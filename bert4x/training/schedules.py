@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from bert4x.training.optimizers import check_learning_rate
+
 DECAYS = ("linear", "cosine", "constant")
 
 
@@ -26,6 +28,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
             raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, got "
                              f"warmup_steps={warmup_steps}, total_steps={total_steps}")
+        check_learning_rate(peak_learning_rate, "peak_learning_rate")
         self.peak_learning_rate = float(peak_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from bert4x.arguments import positive_number, whole_number
 from tasks.cosent.model import POOLINGS
 from tasks.cosent.task import OBJECTIVES
 from tasks.model_options import add_model_options, resolve_model_options
@@ -53,19 +54,12 @@ def _evaluate(args):
     return 0
 
 
-def _read_texts(path):
-    with open(path, encoding="utf-8") as handle:
-        texts = [line.rstrip("\r\n") for line in handle if line.strip()]
-    if not texts:
-        raise ValueError(f"{path}: no texts (one text per line expected)")
-    return texts
-
-
 def _encode(args):
+    from bert4x.training import read_text_lines
     from tasks.cosent.task import load_trained_encoder
     from tasks.cosent.vectors import VectorIndex
 
-    texts = _read_texts(args.input)
+    texts = read_text_lines(args.input)
     vectors = load_trained_encoder(args.work_dir).encode(texts, batch_size=args.batch_size)
     print("wrote", VectorIndex(vectors, texts).save(args.output), f"({len(texts)} vectors)")
     return 0
@@ -107,11 +101,11 @@ def add_commands(subparsers) -> None:
                        help="'both' trains Sentence-BERT and CoSENT with the same budget, "
                             "in WORK_DIR/sbert and WORK_DIR/cosent")
     train.add_argument("--pooling", choices=POOLINGS, default="mean")
-    train.add_argument("--output-dim", type=int)
-    train.add_argument("--maxlen", type=int, default=64)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--learning-rate", type=float, default=2e-5)
+    train.add_argument("--output-dim", type=whole_number())
+    train.add_argument("--maxlen", type=whole_number(3), default=64)
+    train.add_argument("--batch-size", type=whole_number(), default=32)
+    train.add_argument("--epochs", type=whole_number(), default=2)
+    train.add_argument("--learning-rate", type=positive_number, default=2e-5)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True)
     data_options(train)
@@ -127,14 +121,14 @@ def add_commands(subparsers) -> None:
     encode.add_argument("--work-dir", required=True)
     encode.add_argument("--input", required=True)
     encode.add_argument("--output", required=True, help="directory for vectors.npy + texts.json")
-    encode.add_argument("--batch-size", type=int, default=64)
+    encode.add_argument("--batch-size", type=whole_number(), default=64)
     encode.set_defaults(handler=_encode)
 
     search = commands.add_parser("search", help="top-k most similar texts of an index")
     search.add_argument("--work-dir", required=True)
     search.add_argument("--index", required=True)
     search.add_argument("--query", required=True, action="append", help="repeatable")
-    search.add_argument("-k", type=int, default=5)
+    search.add_argument("-k", type=whole_number(), default=5)
     search.set_defaults(handler=_search)
 
 

@@ -5,6 +5,7 @@ either labelled pairs (``entailment`` / ``neutral`` / ``contradiction``) or trip
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -38,6 +39,8 @@ def _label(value, label_range: Optional[Tuple[float, float]],
     except (TypeError, ValueError):
         known = f"; known names: {sorted(label_names)}" if label_names else ""
         raise ValueError(f"label {value!r} is not a number{known}") from None
+    if not math.isfinite(label):
+        raise ValueError(f"label {value!r} is not a finite number")
     if label_range is not None and not label_range[0] <= label <= label_range[1]:
         raise ValueError(f"label {label:g} is outside the declared range "
                          f"[{label_range[0]:g}, {label_range[1]:g}]")

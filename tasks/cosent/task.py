@@ -16,7 +16,6 @@ import keras
 import numpy as np
 from scipy.stats import spearmanr
 
-from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
@@ -25,6 +24,7 @@ from tasks.cosent.data import Pair
 from tasks.cosent.model import (CoSENTLoss, build_cosine_model, build_encoder,
                                 build_sbert_model)
 from tasks.cosent.vectors import SentenceEncoder
+from tasks.model_options import build_backbone
 
 OBJECTIVES = ("cosent", "sbert")
 SETTINGS_FILE = "cosent.json"
@@ -65,16 +65,12 @@ class Settings:
 
 
 def build_sentence_encoder(settings: Settings, load_checkpoint: bool = True) -> SentenceEncoder:
-    keep_tokens = None
-    if settings.keep_tokens:
-        with open(settings.keep_tokens) as handle:
-            keep_tokens = json.load(handle)
-    backbone = build_transformer_model(
-        settings.config, settings.checkpoint if load_checkpoint else None, model=settings.model,
-        with_pool=settings.pooling == "pooler", keep_tokens=keep_tokens,
-        allow_unused=True)  # an MLM head in the checkpoint is not needed here
+    tokenizer = Tokenizer(settings.vocab)
+    backbone = build_backbone(settings, tokenizer, settings.maxlen, load_checkpoint,
+                              with_pool=settings.pooling == "pooler",
+                              allow_unused=True)  # an MLM head in the checkpoint is not needed
     encoder = build_encoder(backbone, settings.pooling, settings.output_dim)
-    return SentenceEncoder(encoder, Tokenizer(settings.vocab), settings.maxlen)
+    return SentenceEncoder(encoder, tokenizer, settings.maxlen)
 
 
 def load_trained_encoder(work_dir) -> SentenceEncoder:
@@ -156,6 +152,8 @@ def compare_objectives(settings: Settings, objectives: Sequence[str], train_pair
     same budget (``training``: epochs, batch size, learning rate, seed); with one objective
     the run lives in ``work_dir`` itself, with several in ``work_dir/<objective>``. The table
     is written to ``work_dir/results.md``."""
+    # The untrained row's weights are random too (with --random-init): seed them by the run.
+    keras.utils.set_random_seed(training.get("seed", 0))
     untrained = build_sentence_encoder(settings)
     rows = {"untrained": {split: spearman(untrained, pairs) for split, pairs in splits.items()}}
     for objective in objectives:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
+from bert4x.arguments import positive_number, whole_number
 from tasks.model_options import add_model_options, resolve_model_options
 
 
@@ -113,14 +114,14 @@ def add_commands(subparsers) -> None:
     train.add_argument("--train", required=True)
     train.add_argument("--dev", required=True)
     train.add_argument("--work-dir", required=True)
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=1e-4)
-    train.add_argument("--question-maxlen", type=int, default=64)
-    train.add_argument("--key-maxlen", type=int, default=48)
-    train.add_argument("--dev-limit", type=int, default=200,
+    train.add_argument("--epochs", type=whole_number(), default=3)
+    train.add_argument("--batch-size", type=whole_number(), default=32)
+    train.add_argument("--learning-rate", type=positive_number, default=1e-4)
+    train.add_argument("--question-maxlen", type=whole_number(3), default=64)
+    train.add_argument("--key-maxlen", type=whole_number(3), default=48)
+    train.add_argument("--dev-limit", type=whole_number(0), default=200,
                        help="dev questions decoded after each epoch to pick the best weights")
-    train.add_argument("--beam-size", type=int, default=3)
+    train.add_argument("--beam-size", type=whole_number(), default=3)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
 
@@ -128,14 +129,14 @@ def add_commands(subparsers) -> None:
                                 ("predict", _predict, "answer a QA file (submission format)")):
         command = commands.add_parser(name, help=text)
         command.add_argument("--work-dir", required=True)
-        command.add_argument("--beam-size", type=int, default=3)
+        command.add_argument("--beam-size", type=whole_number(), default=3)
         command.add_argument("--unconstrained", action="store_true",
                              help="decode without the KB tree (ablation)")
         command.add_argument("--no-lookahead", action="store_true",
                              help="constrained decoding without the LCS look-ahead")
         if name == "evaluate":
             command.add_argument("--data", required=True)
-            command.add_argument("--limit", type=int, help="first N questions only")
+            command.add_argument("--limit", type=whole_number(), help="first N questions only")
         else:
             command.add_argument("--input", required=True)
             command.add_argument("--output", required=True)

@@ -19,7 +19,6 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
@@ -28,6 +27,7 @@ from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_opti
 from tasks.kgclue.data import Question
 from tasks.kgclue.kb import KnowledgeBase, key_ids
 from tasks.kgclue.metrics import lcs_length, score
+from tasks.model_options import build_backbone
 
 SETTINGS_FILE = "kgclue.json"
 MODEL_WEIGHTS = "model.weights.h5"
@@ -60,14 +60,9 @@ class Settings:
         return cls(**read_run_settings(work_dir, SETTINGS_FILE, "kgclue"))
 
 
-def build_seq2seq(settings: Settings, load_checkpoint: bool = True) -> keras.Model:
-    keep_tokens = None
-    if settings.keep_tokens:
-        with open(settings.keep_tokens) as handle:
-            keep_tokens = json.load(handle)
-    return build_transformer_model(
-        settings.config, settings.checkpoint if load_checkpoint else None, model=settings.model,
-        application="unilm", with_mlm="linear", keep_tokens=keep_tokens)
+def build_seq2seq(settings: Settings, tokenizer, load_checkpoint: bool = True) -> keras.Model:
+    return build_backbone(settings, tokenizer, settings.question_maxlen + settings.key_maxlen,
+                          load_checkpoint, application="unilm", with_mlm="linear")
 
 
 def load_trained(work_dir):
@@ -76,9 +71,10 @@ def load_trained(work_dir):
     weights = os.path.join(work_dir, MODEL_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
-    model = build_seq2seq(settings, load_checkpoint=False)
+    tokenizer = Tokenizer(settings.vocab)
+    model = build_seq2seq(settings, tokenizer, load_checkpoint=False)
     model.load_weights(weights)
-    return settings, model, Tokenizer(settings.vocab), KnowledgeBase.load(settings.kb)
+    return settings, model, tokenizer, KnowledgeBase.load(settings.kb)
 
 
 # Training --------------------------------------------------------------------------------------
@@ -116,7 +112,7 @@ def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, 
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
     tokenizer, kb = Tokenizer(settings.vocab), KnowledgeBase.load(settings.kb)
-    model = build_seq2seq(settings)
+    model = build_seq2seq(settings, tokenizer)
     examples = seq2seq_examples(train_questions, tokenizer, settings)
     batches = BucketedBatches(examples, batch_size, collate_seq2seq, seed=seed,
                               length=lambda example: len(example[0]) + len(example[1]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
+from bert4x.arguments import positive_number, whole_number
 from tasks.model_options import add_model_options, resolve_model_options
 from tasks.triple_extraction.models import KINDS
 
@@ -51,15 +52,20 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from tasks.triple_extraction.data import read_texts, write_duie
+    from bert4x.training import read_text_lines
+    from tasks.triple_extraction.data import write_duie
     from tasks.triple_extraction.task import load_trained
 
     extractor = load_trained(args.work_dir)
     if args.input.endswith((".json", ".jsonl")):
         texts = [e.text for e in _examples(args.input, extractor.schema, require_triples=False)]
     else:
-        texts = read_texts(args.input)
-    write_duie(args.output, texts, extractor.extract(texts), extractor.schema)
+        # Blank lines stay (with no triples), so output line i answers input line i.
+        texts = read_text_lines(args.input, keep_blank=True)
+    written = [i for i, text in enumerate(texts) if text.strip()]
+    found = dict(zip(written, extractor.extract([texts[i] for i in written])))
+    write_duie(args.output, texts, [found.get(i, []) for i in range(len(texts))],
+               extractor.schema)
     print(f"wrote {len(texts)} texts' triples to {args.output}")
     return 0
 
@@ -76,11 +82,11 @@ def add_commands(subparsers) -> None:
     train.add_argument("--schema", required=True, help="DuIE schema JSON lines")
     train.add_argument("--kind", choices=KINDS, default="gplinker")
     train.add_argument("--work-dir", required=True)
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=1e-4)
-    train.add_argument("--maxlen", type=int, default=128)
-    train.add_argument("--head-size", type=int, default=64)
+    train.add_argument("--epochs", type=whole_number(), default=20)
+    train.add_argument("--batch-size", type=whole_number(), default=16)
+    train.add_argument("--learning-rate", type=positive_number, default=1e-4)
+    train.add_argument("--maxlen", type=whole_number(3), default=128)
+    train.add_argument("--head-size", type=whole_number(), default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     train.set_defaults(handler=_train)

@@ -91,15 +91,6 @@ def read_duie(path, schema: Schema, require_triples: bool = True, on_error: str 
                         fmt="jsonl", on_error=on_error)
 
 
-def read_texts(path) -> List[str]:
-    """Plain text lines (one text per line) for prediction."""
-    with open(path, encoding="utf-8") as handle:
-        texts = [line.rstrip("\r\n") for line in handle if line.strip()]
-    if not texts:
-        raise ValueError(f"{path}: no texts")
-    return texts
-
-
 def write_duie(path, texts: Sequence[str], triples: Sequence[Sequence[Triple]],
                schema: Schema) -> None:
     """DuIE JSON lines with the schema's types filled in."""

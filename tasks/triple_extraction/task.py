@@ -7,14 +7,12 @@ A run's directory holds ``triples.json`` (what to rebuild), the shared training 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from typing import List, Optional, Sequence
 
 import keras
 
-from bert4x import build_transformer_model
 from bert4x.files import atomic_path
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
@@ -23,6 +21,7 @@ from tasks.triple_extraction.data import Example, Schema, read_schema
 from tasks.triple_extraction.metrics import triple_scores
 from tasks.triple_extraction.models import KINDS, MODELS
 from tasks.triple_extraction.spans import encode_text, label_example, spans_to_triples
+from tasks.model_options import build_backbone
 
 SETTINGS_FILE = "triples.json"
 MODEL_WEIGHTS = "model.weights.h5"
@@ -63,13 +62,8 @@ class Extractor:
         self.settings = settings
         self.schema: Schema = read_schema(settings.schema)
         self.tokenizer = Tokenizer(settings.vocab)
-        keep_tokens = None
-        if settings.keep_tokens:
-            with open(settings.keep_tokens) as handle:
-                keep_tokens = json.load(handle)
-        backbone = build_transformer_model(
-            settings.config, settings.checkpoint if load_checkpoint else None,
-            model=settings.model, keep_tokens=keep_tokens, allow_unused=True)
+        backbone = build_backbone(settings, self.tokenizer, settings.maxlen, load_checkpoint,
+                                  allow_unused=True)
         self.model = MODELS[settings.kind](backbone, len(self.schema.predicates),
                                            settings.head_size)
 
