@@ -259,7 +259,7 @@ def test_train_evaluates_keeps_best_weights_logs_plots_and_stops_early(tmp_path)
     assert [r["dev_accuracy"] for r in records] == [0.5, 0.7, 0.6, 0.65]
     assert records[-1]["loss"] < records[0]["loss"]
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
-    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no partial files
+    assert not any(p.name.startswith(".partial.") for p in tmp_path.rglob("*"))  # no partial files
     best = compiled(classifier(seed=9), build_optimizer(1e-3))
     best.load_weights(str(tmp_path / "best.weights.h5"))
     # The best weights are the EMA weights at epoch 2 (what the evaluator saw then).
@@ -416,3 +416,160 @@ def test_mixed_precision_training_runs_and_learns(policy):
         keras.mixed_precision.set_dtype_policy("float32")
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
+
+
+# ---------------------------------------------------------------- run safety and faults
+def three_epochs(work_dir, callbacks=(), learning_rate=1e-3, model=None):
+    """A 3-epoch run of the tiny classifier; its final classifier kernel."""
+    data = BucketedBatches(random_examples(24, seed=5), 8, collate)
+    model = model or compiled(classifier(), build_optimizer(learning_rate))
+    train(model, data, 3, str(work_dir), callbacks=callbacks, verbose=0)
+    return model.get_layer("classifier").weights[0].numpy()
+
+
+class FailAtEpoch(keras.callbacks.Callback):
+    """Interrupt a run as a crash would, at the start of ``epoch`` (0-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return three_epochs(tmp_path_factory.mktemp("whole"))
+
+
+def backup_epochs(work_dir):
+    with open(work_dir / "backup" / "training_metadata.json") as handle:
+        return [entry["epoch"] for entry in json.load(handle)["backups"]]
+
+
+def test_a_truncated_backup_falls_back_to_the_one_before(tmp_path, uninterrupted, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        three_epochs(tmp_path, [FailAtEpoch(2)])
+    assert backup_epochs(tmp_path) == [1, 2]
+    latest = tmp_path / "backup" / "epoch-2.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    resumed = three_epochs(tmp_path)
+    assert "epoch-2.weights.h5" in capsys.readouterr().err  # said which file was damaged
+    np.testing.assert_allclose(resumed, uninterrupted, atol=1e-6)
+    assert [r["epoch"] for r in read_metrics_log(str(tmp_path / "metrics.jsonl"))] == [1, 2, 3]
+
+
+def test_when_every_backup_is_damaged_resuming_says_so_and_trains_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        three_epochs(tmp_path, [FailAtEpoch(2)])
+    for epoch in (1, 2):
+        (tmp_path / "backup" / f"epoch-{epoch}.weights.h5").write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match=r"cannot resume the run in .*backup: every backup is "
+                                         r"damaged: .*epoch-2\.weights\.h5.*epoch-1\.weights\.h5"
+                                         r".*Delete .* to train from the start"):
+        three_epochs(tmp_path)
+
+
+def test_a_full_disk_while_backing_up_leaves_the_last_backup_to_resume_from(
+        tmp_path, uninterrupted, monkeypatch):
+    real_save = keras.Model.save_weights
+    calls = []
+
+    def disk_fills_on_second_backup(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path, "wb") as handle:
+                handle.write(b"\x89HDF\r\n half a file")
+            raise OSError(28, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", disk_fills_on_second_backup)
+    with pytest.raises(ValueError, match=r"cannot write the backup of epoch 2 to .*backup "
+                                         r"\(\[Errno 28\] No space left on device\); the backup "
+                                         r"of epoch 1 is intact"):
+        three_epochs(tmp_path)
+    monkeypatch.setattr(keras.Model, "save_weights", real_save)
+    assert backup_epochs(tmp_path) == [1]
+    assert not list((tmp_path / "backup").glob(".partial.*"))  # the half file is gone
+    np.testing.assert_allclose(three_epochs(tmp_path), uninterrupted, atol=1e-6)
+
+
+def test_a_crash_between_weights_and_step_counter_resumes_from_the_counted_epoch(
+        tmp_path, uninterrupted, monkeypatch):
+    from bert4x.training.backup import AtomicBackup
+
+    real_write = AtomicBackup._write_metadata
+
+    def crash_on_second(self, metadata):
+        if metadata["epoch"] == 2:
+            raise KeyboardInterrupt  # the weights of epoch 2 are on disk, the counter is not
+        real_write(self, metadata)
+
+    monkeypatch.setattr(AtomicBackup, "_write_metadata", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        three_epochs(tmp_path)
+    monkeypatch.setattr(AtomicBackup, "_write_metadata", real_write)
+    assert (tmp_path / "backup" / "epoch-2.weights.h5").exists()
+    assert backup_epochs(tmp_path) == [1]
+    np.testing.assert_allclose(three_epochs(tmp_path), uninterrupted, atol=1e-6)
+    assert backup_epochs(tmp_path) == [2, 3]
+
+
+def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_backup(tmp_path):
+    class Diverge(keras.callbacks.Callback):
+        """What a too-high learning rate does, at a known moment: epoch 2's weights go NaN."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                kernel = self.model.get_layer("classifier").weights[0]
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    with pytest.raises(ValueError, match=r"training stopped: the loss became nan in epoch 2, "
+                                         r"batch 1\. Likely causes: a learning rate too high, it "
+                                         r"is 0\.001 now.*The backup of epoch 1 in .* is intact"):
+        three_epochs(tmp_path, [Diverge()])
+    assert backup_epochs(tmp_path) == [1]
+    assert [r["epoch"] for r in read_metrics_log(str(tmp_path / "metrics.jsonl"))] == [1]
+
+
+def test_a_huge_learning_rate_stops_the_run_naming_the_rate(tmp_path):
+    with pytest.raises(ValueError, match=r"training stopped: the loss became (nan|inf) in epoch "
+                                         r"\d, batch \d+\. Likely causes: a learning rate too "
+                                         r"high, it is 1e\+06 now"):
+        three_epochs(tmp_path, learning_rate=1e6)
+
+
+def test_weights_that_are_not_finite_are_refused_before_training(tmp_path):
+    model = compiled(classifier(), build_optimizer(1e-3))
+    bias = model.get_layer("classifier").weights[1]
+    bias.assign(np.array([0, np.inf, 0], "float32"))
+    with pytest.raises(ValueError, match=r"weight classifier/bias holds NaN or infinite values "
+                                         r"before training"):
+        three_epochs(tmp_path, model=model)
+
+
+def test_a_dev_metric_that_is_nan_stops_the_run(tmp_path):
+    data = BucketedBatches(random_examples(16), 8, collate)
+    evaluator = Evaluator(lambda m: {"f1": float("nan")}, "f1", verbose=False)
+    with pytest.raises(ValueError, match=r"training stopped: the dev f1 is nan after epoch 1"):
+        train(compiled(classifier(), build_optimizer(1e-3)), data, 2, str(tmp_path),
+              evaluator=evaluator, verbose=0)
+
+
+def test_two_runs_on_one_work_dir_cannot_overlap(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from bert4x.training import work_dir_lock\n"
+         "with work_dir_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"{tmp_path} is in use by process {holder.pid} "
+                                             r"on .*, started .*; wait for that run to end"):
+            three_epochs(tmp_path)
+        assert not (tmp_path / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    three_epochs(tmp_path)  # a killed holder leaves no stale lock

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from bert4x.files import atomic_path
+from bert4x.training.guards import TrainingError
 
 
 @contextlib.contextmanager
@@ -91,6 +92,11 @@ class Evaluator(keras.callbacks.Callback):
             if self.monitor not in metrics:
                 raise KeyError(f"the evaluate function returned {sorted(metrics)}, "
                                f"not the monitored {self.monitor!r}")
+            if not math.isfinite(metrics[self.monitor]):
+                # It could never improve, so no best weights would ever be written.
+                raise TrainingError(
+                    f"training stopped: the dev {self.monitor} is {metrics[self.monitor]} after "
+                    f"epoch {epoch + 1}: the model's outputs are not finite, or all the same")
             improved = self._better(metrics[self.monitor])
             if improved:
                 self.best = metrics[self.monitor]

@@ -3,14 +3,19 @@
 A task compiles its model (loss, optimizer from :func:`build_optimizer`) and calls
 :func:`train`. Everything a run writes goes to ``work_dir``:
 
-    backup/         Keras BackupAndRestore state (weights, optimizer incl. EMA and step), per epoch,
-                    and the model's weight shapes, so another model cannot resume this run
+    backup/         the last two epochs' state (weights, optimizer incl. EMA and step), written
+                    atomically (:class:`~bert4x.training.backup.AtomicBackup`), and the model's
+                    weight shapes, so another model cannot resume this run
     training_settings.json
                     seed, batches per epoch and optimizer, so that the same model trained
                     otherwise cannot resume it either
     metrics.jsonl   one record per epoch (training logs + the evaluator's metrics)
     metrics.png     the curves
     best.weights.h5 the best weights by the evaluator's metric (when an evaluator is given)
+    .lock           held while a process trains here: a second one is refused
+
+A NaN or infinite loss or metric stops the run at once (:class:`NonFiniteGuard`), before
+anything of that epoch is written.
 
 Re-running the same command after a crash resumes from the last finished epoch; data order and
 dropout masks are functions of ``(seed, epoch)``, so the resumed run ends with the same weights
@@ -27,11 +32,12 @@ import keras
 import numpy as np
 
 from bert4x.files import atomic_path
+from bert4x.training.backup import AtomicBackup, check_backup_fits
 from bert4x.training.callbacks import Evaluator, MetricsLog
 from bert4x.training.data import BucketedBatches
+from bert4x.training.guards import NonFiniteGuard, work_dir_lock
 
 BACKUP_DIR = "backup"
-WEIGHT_SHAPES = "weight_shapes.json"
 TRAINING_SETTINGS = "training_settings.json"
 
 
@@ -70,28 +76,32 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
         raise ValueError("compile the model (loss and optimizer) before train()")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    os.makedirs(work_dir, exist_ok=True)
-    steps = [ReplayableEpochs(train_data if isinstance(train_data, BucketedBatches) else None,
-                              seed)]
-    if evaluator is not None:
-        if evaluator.best_path is None:
-            evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
-        steps.append(evaluator)
-    steps.append(MetricsLog(os.path.join(work_dir, "metrics.jsonl"),
-                            os.path.join(work_dir, "metrics.png")))
-    steps.extend(callbacks)
-    if resume:
-        check_backup_fits(model, os.path.join(work_dir, BACKUP_DIR))
-        record_run_settings(work_dir, TRAINING_SETTINGS, training_settings(model, train_data, seed))
-        # Last, so an epoch only counts as done once everything above has finished with it.
-        steps.append(keras.callbacks.BackupAndRestore(os.path.join(work_dir, BACKUP_DIR),
-                                                      save_freq="epoch", delete_checkpoint=False))
-    if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
-        train_data = train_data.as_tf_dataset()
-    # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded generator,
-    # which a resumed run cannot reproduce; BucketedBatches shuffles by (seed, epoch) itself.
-    return model.fit(train_data, epochs=epochs, callbacks=steps, validation_data=validation_data,
-                     verbose=verbose, shuffle=False)
+    with work_dir_lock(work_dir):
+        backup = AtomicBackup(os.path.join(work_dir, BACKUP_DIR)) if resume else None
+        steps = [ReplayableEpochs(train_data if isinstance(train_data, BucketedBatches) else None,
+                                  seed)]
+        if evaluator is not None:
+            if evaluator.best_path is None:
+                evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
+            steps.append(evaluator)
+        # Before everything that writes at epoch end, so nothing of a diverged epoch is kept.
+        steps.append(NonFiniteGuard(work_dir, backup.last_epoch if backup else lambda: 0))
+        steps.append(MetricsLog(os.path.join(work_dir, "metrics.jsonl"),
+                                os.path.join(work_dir, "metrics.png")))
+        steps.extend(callbacks)
+        if backup is not None:
+            check_backup_fits(model, backup.backup_dir)
+            record_run_settings(work_dir, TRAINING_SETTINGS,
+                                training_settings(model, train_data, seed))
+            # Last, so an epoch only counts as done once everything above has finished with it.
+            steps.append(backup)
+        if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
+            train_data = train_data.as_tf_dataset()
+        # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded
+        # generator, which a resumed run cannot reproduce; BucketedBatches shuffles by
+        # (seed, epoch) itself.
+        return model.fit(train_data, epochs=epochs, callbacks=steps,
+                         validation_data=validation_data, verbose=verbose, shuffle=False)
 
 
 def record_run_settings(work_dir: str, filename: str, settings: dict) -> None:
@@ -150,30 +160,3 @@ def _flattened(config: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return json.loads(json.dumps(flat, default=repr))  # what the saved file will read back as
-
-
-def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
-    """Refuse to resume a backup written by another model, before Keras fails on it deep in
-    weight loading. The weight shapes of the model that started the run are kept beside its
-    backup; a run started before they were recorded is not checked."""
-    shapes = [list(variable.shape) for variable in model.weights]
-    path = os.path.join(backup_dir, WEIGHT_SHAPES)
-    if not os.path.exists(path):
-        if not os.path.isdir(backup_dir) or not os.listdir(backup_dir):
-            os.makedirs(backup_dir, exist_ok=True)
-            with atomic_path(path) as temporary, open(temporary, "w") as handle:
-                json.dump(shapes, handle)
-        return
-    with open(path) as handle:
-        saved = json.load(handle)
-    if saved == shapes:
-        return
-    work_dir = os.path.dirname(os.path.abspath(backup_dir))
-    if len(saved) != len(shapes):
-        difference = f"it has {len(saved)} weight arrays, this model {len(shapes)}"
-    else:
-        index = next(i for i, (a, b) in enumerate(zip(saved, shapes)) if a != b)
-        difference = (f"weight {model.weights[index].path} is {saved[index]} there and "
-                      f"{shapes[index]} here")
-    raise ValueError(f"{work_dir} holds the backup of a run of another model ({difference}); "
-                     f"use a new work dir, or delete {backup_dir} to start this run afresh")
