@@ -1,9 +1,15 @@
-"""Atomic file writes: a crash mid-write must never leave a half-written file under the real name."""
+"""Atomic file writes (a crash mid-write must never leave a half-written file under the real
+name), and finding the bytes of a text file that are not UTF-8."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+from typing import Optional
+
+#: What ``errors="surrogateescape"`` makes of a byte that is not UTF-8.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 @contextlib.contextmanager
@@ -25,3 +31,13 @@ def atomic_path(path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def not_utf8(line: str) -> Optional[str]:
+    """For a line read with ``errors="surrogateescape"``: where its first byte that is not UTF-8
+    is (``"byte 0xff at column 3"``), or None. Decoding this way keeps the line numbers, so a
+    reader can name the line instead of the decoder's offset in the whole file."""
+    bad = _UNDECODED.search(line)
+    if bad is None:
+        return None
+    return f"byte 0x{ord(bad.group()) - 0xDC00:02x} at column {bad.start() + 1}"

@@ -38,10 +38,13 @@ def is_punctuation(ch: str) -> bool:
 
 
 def is_removed(ch: str) -> bool:
-    """NUL, the replacement character and category C* characters other than tab/newline/CR."""
+    """NUL, the replacement character and category C* characters other than tab/newline/CR,
+    except unassigned ones (Cn): HF ``tokenizers`` keeps those as word characters, and a code
+    point that Python's Unicode tables do not know yet may be a letter in newer ones."""
     if ch in "\t\n\r":
         return False
-    return ch == "\ufffd" or unicodedata.category(ch).startswith("C")
+    category = unicodedata.category(ch)
+    return ch == "\ufffd" or (category.startswith("C") and category != "Cn")
 
 
 def is_whitespace(ch: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from bert4x.files import not_utf8
 from bert4x.tokenizers.characters import is_cjk_character, is_punctuation
 
 VocabSource = Union[str, os.PathLike, Mapping[str, int]]
@@ -20,13 +21,16 @@ DEFAULT_STARTSWITH = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def read_vocab_file(path: Union[str, os.PathLike]) -> Dict[str, int]:
     """Token -> id from a vocabulary file; duplicate or empty entries are errors naming the line."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         lines = handle.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     token_dict: Dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         token = line[:-1] if line.endswith("\r") else line
+        where = not_utf8(token)
+        if where:
+            raise ValueError(f"{path}:{number}: not UTF-8 text ({where})")
         if token == "":
             raise ValueError(f"{path}:{number}: empty vocabulary entry")
         if token in token_dict:

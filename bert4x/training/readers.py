@@ -12,12 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from typing import Callable, Iterator, List, Optional, Tuple
 
-
-#: What ``errors="surrogateescape"`` makes of a byte that is not UTF-8.
-_UNDECODED = re.compile("[\udc80-\udcff]")
+from bert4x.files import not_utf8
 
 
 class DataError(ValueError):
@@ -58,17 +55,13 @@ def numbered_lines(path, keep_blank: bool = False) -> Iterator[Tuple[int, str]]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path}")
-    # surrogateescape keeps each undecodable byte as one marker character, so the line it is
-    # on can be reported.
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             # A BOM starts the file when an editor wrote it, or any line of concatenated files.
             line = line.rstrip("\r\n").lstrip("\ufeff")
-            bad = _UNDECODED.search(line)
-            if bad:
-                byte = ord(bad.group()) - 0xDC00
-                raise DataError(path, number, f"not UTF-8 text (byte 0x{byte:02x} at column "
-                                              f"{bad.start() + 1}); save the file as UTF-8")
+            where = not_utf8(line)
+            if where:
+                raise DataError(path, number, f"not UTF-8 text ({where}); save the file as UTF-8")
             if keep_blank or line.strip():
                 yield number, line
 
