@@ -112,3 +112,32 @@ def write_google_checkpoint(prefix, arrays, extra_slots=True):
             session.run(tf.compat.v1.global_variables_initializer())
             saver.save(session, prefix)
     return prefix
+
+
+#: bert4keras 0.11.5 runs beside TF 2.21 only on tf-keras (``.ci/run`` installs both with
+#: ``--no-deps``); it cannot be imported next to Keras 3, so it runs in a subprocess.
+BERT4KERAS_ENV = dict(os.environ, TF_KERAS="1", TF_USE_LEGACY_KERAS="1",
+                      TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def bert4keras_available() -> bool:
+    import importlib.util
+
+    return (importlib.util.find_spec("bert4keras") is not None
+            and importlib.util.find_spec("tf_keras") is not None)
+
+
+def run_bert4keras(program: str, payload):
+    """Run ``program`` under bert4keras with ``payload`` as the JSON variable ``data``; the
+    program leaves its answer in ``result``, which comes back decoded from JSON."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\ndata = json.loads(sys.stdin.read())\n" + program
+              + "\nprint('\\nRESULT ' + json.dumps(result))")
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(payload),
+                          capture_output=True, text=True, env=BERT4KERAS_ENV, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"bert4keras reference failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.rsplit("\nRESULT ", 1)[1])

@@ -13,21 +13,34 @@ import keras
 import numpy as np
 
 
-def sequence_padding(sequences: Sequence[Sequence], length: Optional[int] = None, value=0,
-                     dtype="int32") -> np.ndarray:
-    """Stack variable-length sequences into one array, padding (or cutting) at the end."""
+def sequence_padding(sequences: Sequence[Sequence], length=None, value=0, dtype="int32",
+                     seq_dims: int = 1, mode: str = "post") -> np.ndarray:
+    """Stack variable-length sequences into one array, padding (or cutting) the first
+    ``seq_dims`` axes to ``length`` (an int, one per axis, or the longest), at the end
+    (``mode="post"``) or the start (``"pre"``)."""
     if len(sequences) == 0:
         raise ValueError("sequence_padding needs at least one sequence")
+    if mode not in ("post", "pre"):
+        raise ValueError(f"mode must be 'post' or 'pre', got {mode!r}")
     arrays = [np.asarray(s) for s in sequences]
+    if any(a.ndim < seq_dims for a in arrays):
+        raise ValueError(f"seq_dims={seq_dims} but a sequence has only "
+                         f"{min(a.ndim for a in arrays)} dimensions")
     if length is None:
-        length = max(len(a) for a in arrays)
-    trailing = arrays[0].shape[1:]
-    if any(a.shape[1:] != trailing for a in arrays):
+        lengths = np.max([a.shape[:seq_dims] for a in arrays], axis=0)
+    else:
+        lengths = np.broadcast_to(length, (seq_dims,))
+    lengths = tuple(int(n) for n in lengths)
+    trailing = arrays[0].shape[seq_dims:]
+    if any(a.shape[seq_dims:] != trailing for a in arrays):
         raise ValueError("sequences differ in their trailing dimensions: "
-                         f"{sorted({a.shape[1:] for a in arrays})}")
-    out = np.full((len(arrays), length) + trailing, value, dtype=dtype)
+                         f"{sorted({a.shape[seq_dims:] for a in arrays})}")
+    out = np.full((len(arrays),) + lengths + trailing, value, dtype=dtype)
     for row, array in zip(out, arrays):
-        row[:min(length, len(array))] = array[:length]
+        kept = array[tuple(slice(n) for n in lengths)]
+        place = tuple(slice(0, k) if mode == "post" else slice(n - k, n)
+                      for k, n in zip(kept.shape, lengths))
+        row[place] = kept
     return out
 
 

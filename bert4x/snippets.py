@@ -1,0 +1,162 @@
+"""bert4keras' ``snippets`` names, so that ``from bert4keras.snippets import X`` becomes
+``from bert4x.snippets import X``.
+
+The padding is :func:`bert4x.training.sequence_padding`; what is here is bert4keras' batch
+generator protocol, made to work with Keras 3 ``fit``, and its small text helpers.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import keras
+import numpy as np
+
+from bert4x.training.data import sequence_padding
+
+__all__ = ["DataGenerator", "sequence_padding", "text_segmentate", "to_array",
+           "truncate_sequences"]
+
+
+def to_array(*args):
+    """Each argument as a NumPy array (one array for one argument)."""
+    arrays = [np.array(a) for a in args]
+    return arrays[0] if len(args) == 1 else arrays
+
+
+def truncate_sequences(maxlen: int, indices, *sequences) -> List[list]:
+    """Pop items from the longest of ``sequences`` (in place) until their total length is at
+    most ``maxlen``; ``indices`` says which item each sequence loses (``-1``: its last, a list:
+    one index per sequence). Empty sequences are dropped from the result, as in bert4keras."""
+    sequences = [s for s in sequences if s]
+    if not isinstance(indices, (list, tuple)):
+        indices = [indices] * len(sequences)
+    while sum(len(s) for s in sequences) > maxlen:
+        longest = int(np.argmax([len(s) for s in sequences]))
+        sequences[longest].pop(indices[longest])
+    return sequences
+
+
+def text_segmentate(text: str, maxlen: int, seps: str = "\n", strips: Optional[str] = None
+                    ) -> List[str]:
+    """Split ``text`` into pieces of at most ``maxlen`` characters where possible, cutting at
+    the first separator of ``seps`` first, then at the next ones inside pieces still too long
+    (a piece with no separator left stays whole). Each piece keeps its separator."""
+    text = text.strip().strip(strips)
+    if not seps or len(text) <= maxlen:
+        return [text]
+    pieces = text.split(seps[0])
+    texts, current = [], ""
+    for number, piece in enumerate(pieces):
+        if current and piece and len(current) + len(piece) > maxlen - 1:
+            texts.extend(text_segmentate(current, maxlen, seps[1:], strips))
+            current = ""
+        current += piece if number + 1 == len(pieces) else piece + seps[0]
+    if current:
+        texts.extend(text_segmentate(current, maxlen, seps[1:], strips))
+    return texts
+
+
+class DataGenerator:
+    """bert4keras' batch generator: subclass it and write ``__iter__(self, random=False)``,
+    which walks :meth:`sample` and yields ``(inputs, targets)`` batches (``targets`` may be
+    ``None`` for models whose loss is a layer).
+
+    ``model.fit(generator.forfit(), steps_per_epoch=len(generator))`` works as in bert4keras.
+    Keras 3 fixes a generator's tensor shapes from its first two batches, so a third batch of
+    another padded length would fail; under TensorFlow :meth:`forfit` therefore hands Keras a
+    ``tf.data.Dataset`` whose axes may vary, except a last axis that is a feature axis (float
+    arrays) or a label column (size 1).
+    """
+
+    def __init__(self, data, batch_size: int = 32, buffer_size: Optional[int] = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.data, self.batch_size = data, batch_size
+        self.steps = -(-len(data) // batch_size) if hasattr(data, "__len__") else None
+        self.buffer_size = buffer_size or batch_size * 1000
+
+    def __len__(self):
+        if self.steps is None:
+            raise TypeError("this DataGenerator reads an iterable of unknown length; give "
+                            "fit() steps_per_epoch yourself")
+        return self.steps
+
+    def sample(self, random: bool = False):
+        """``(is_last, item)`` for each item of the data, shuffled when ``random`` (through a
+        ``buffer_size`` buffer when the data has no length)."""
+        if not random:
+            items = iter(self.data)
+        elif self.steps is not None:
+            items = (self.data[i] for i in np.random.permutation(len(self.data)))
+        else:
+            items = self._buffer_shuffled()
+        try:
+            current = next(items)
+        except StopIteration:
+            raise ValueError("DataGenerator has no data") from None
+        for following in items:
+            yield False, current
+            current = following
+        yield True, current
+
+    def _buffer_shuffled(self):
+        buffer = []
+        for item in self.data:
+            buffer.append(item)
+            if len(buffer) > self.buffer_size:
+                yield buffer.pop(np.random.randint(len(buffer)))
+        while buffer:
+            yield buffer.pop(np.random.randint(len(buffer)))
+
+    def __iter__(self, random: bool = False):
+        raise NotImplementedError("subclass DataGenerator and write __iter__(self, random=False)")
+
+    def _batches(self, random: bool):
+        while True:
+            for inputs, *rest in self.__iter__(random):
+                targets = rest[0] if rest else None
+                yield (_as_tuple(inputs),) if targets is None else (_as_tuple(inputs), targets)
+
+    def _inputs(self, random: bool):
+        while True:
+            for inputs, *_ in self.__iter__(random):
+                yield (_as_tuple(inputs),)
+
+    def forfit(self, random: bool = True):
+        """Endless ``(inputs, targets)`` batches for ``fit`` (reshuffled each pass when
+        ``random``)."""
+        return _for_keras(lambda: self._batches(random))
+
+    def fortest(self, random: bool = False):
+        """Endless input batches for ``predict(..., steps=len(generator))``."""
+        return _for_keras(lambda: self._inputs(random))
+
+
+def _for_keras(make_batches):
+    """What Keras 3 reads without fixing padded lengths from the first batches: under
+    TensorFlow a ``tf.data.Dataset`` with variable axes, elsewhere the generator itself (the
+    JAX and PyTorch trainers take each batch as it comes)."""
+    if keras.backend.backend() != "tensorflow":
+        return make_batches()
+    import tensorflow as tf
+
+    signature = keras.tree.map_structure(_variable_spec, next(make_batches()))
+    return tf.data.Dataset.from_generator(make_batches, output_signature=signature)
+
+
+def _as_tuple(inputs):
+    """bert4keras scripts yield ``[token_ids, segment_ids]``; Keras wants a tuple of inputs."""
+    return tuple(inputs) if isinstance(inputs, list) else inputs
+
+
+def _variable_spec(array):
+    import tensorflow as tf
+
+    array = np.asarray(array)
+    shape = [None] * array.ndim
+    # The last axis keeps its size when it is a feature axis (one-hot labels, vectors) or a
+    # label column ([batch, 1]): losses need those sizes, padding never changes them.
+    if array.ndim >= 2 and (np.issubdtype(array.dtype, np.floating) or array.shape[-1] == 1):
+        shape[-1] = array.shape[-1]
+    return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
