@@ -6,6 +6,7 @@ from bert4x.layers.embeddings import PositionEmbedding, TokenEmbedding
 from bert4x.layers.feed_forward import FeedForward
 from bert4x.layers.gau import GatedAttentionUnit, ScaleOffset
 from bert4x.layers.global_pointer import (EfficientGlobalPointer, GlobalPointer,
+                                          multilabel_crossentropy,
                                           sparse_multilabel_crossentropy)
 from bert4x.layers.heads import BiasAdd, Pooler
 from bert4x.layers.masks import APPLICATIONS, AttentionMask
@@ -16,5 +17,5 @@ __all__ = [
     "APPLICATIONS", "AttentionMask", "BiasAdd", "EfficientGlobalPointer", "FeedForward",
     "GatedAttentionUnit", "GlobalPointer", "LayerNormalization", "MultiHeadAttention", "Pooler",
     "PositionEmbedding", "ScaleOffset", "TokenEmbedding", "apply_rotary", "apply_rotary_2d",
-    "rotary_angles", "rotate_pairs", "sparse_multilabel_crossentropy",
+    "multilabel_crossentropy", "rotary_angles", "rotate_pairs", "sparse_multilabel_crossentropy",
 ]

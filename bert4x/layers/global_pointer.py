@@ -127,3 +127,18 @@ def sparse_multilabel_crossentropy(positives, logits, mask_zero=True):
     positive_share = ops.logsumexp(pos_for_neg, axis=-1) - all_term
     remaining = ops.clip(1.0 - ops.exp(positive_share), keras.backend.epsilon(), 1.0)
     return positive_loss + all_term + ops.log(remaining)
+
+
+def multilabel_crossentropy(targets, logits):
+    """The dense form of :func:`sparse_multilabel_crossentropy`: ``targets`` [..., C] in
+    [0, 1] (1 for a positive class); logits of ``-inf`` are classes that do not exist. Returns
+    ``log(1 + Σ_neg e^{s}) + log(1 + Σ_pos e^{−s})`` per row, with each class weighted into
+    both sums by its target (``log t`` and ``log(1 − t)`` added to its score)."""
+    logits = ops.cast(logits, "float32")
+    targets = ops.cast(targets, "float32")
+    exists = ops.not_equal(logits, -float("inf"))
+    negatives = ops.where(exists, logits, -float("inf")) + ops.log(1.0 - targets)
+    positives = ops.where(exists, -logits, -float("inf")) + ops.log(targets)
+    zeros = ops.zeros_like(logits[..., :1])
+    return (ops.logsumexp(ops.concatenate([negatives, zeros], axis=-1), axis=-1)
+            + ops.logsumexp(ops.concatenate([positives, zeros], axis=-1), axis=-1))
