@@ -14,3 +14,7 @@ class Pieces(NamedTuple):
 
     def head(self, count: int) -> "Pieces":
         return Pieces(self.ids[:count], self.offsets[:count])
+
+    def tail(self, count: int) -> "Pieces":
+        start = max(len(self.ids) - count, 0)
+        return Pieces(self.ids[start:], self.offsets[start:])

@@ -64,7 +64,7 @@ def can_be_produced(token: str) -> bool:
     return not any(is_cjk_character(c) or is_punctuation(c) for c in stem)
 
 
-def load_vocab(vocab: VocabSource, simplified: bool = False,
+def load_vocab(dict_path: VocabSource, simplified: bool = False,
                startswith: Optional[Sequence[str]] = None
                ) -> Union[Dict[str, int], Tuple[Dict[str, int], List[int]]]:
     """Read a vocabulary; with ``simplified=True`` also drop entries no text can produce.
@@ -72,9 +72,10 @@ def load_vocab(vocab: VocabSource, simplified: bool = False,
     Returns ``token_dict``, or with ``simplified=True`` ``(token_dict, keep_tokens)``: the new
     vocabulary (``startswith`` tokens first, then the kept entries in their original order) and,
     for each new id, the original id, which is what ``build_transformer_model(keep_tokens=...)``
-    uses to slice the embedding matrix.
+    uses to slice the embedding matrix. ``dict_path`` (bert4keras' name) is a vocabulary file
+    or a token -> id mapping.
     """
-    token_dict = as_token_dict(vocab)
+    token_dict = as_token_dict(dict_path)
     if not simplified:
         return token_dict
     startswith = DEFAULT_STARTSWITH if startswith is None else tuple(startswith)

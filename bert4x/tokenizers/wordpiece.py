@@ -72,6 +72,14 @@ class Tokenizer:
             raise ValueError(f"the vocabulary has no mask token {self.mask_token!r}")
         return self.token_to_id[self.mask_token]
 
+    # bert4keras' names, which its scripts read directly.
+    _token_start_id = property(lambda self: self.cls_id)
+    _token_end_id = property(lambda self: self.sep_id)
+    _token_pad_id = property(lambda self: self.pad_id)
+    _token_unk_id = property(lambda self: self.unk_id)
+    _token_mask_id = property(lambda self: self.mask_id)
+    _vocab_size = property(lambda self: self.vocab_size)
+
     def tokens_to_ids(self, tokens: Iterable[str]) -> List[int]:
         unk = self.unk_id
         return [self.token_to_id.get(t, unk) for t in tokens]
@@ -128,19 +136,24 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
     def encode(self, first: str, second: Optional[str] = None, maxlen: Optional[int] = None,
-               truncation: str = "longest_first", return_offsets: bool = False):
+               truncation: str = "longest_first", return_offsets: bool = False,
+               truncate_from: str = "right", pattern: str = "S*E*E"):
         """``(token_ids, segment_ids)`` of ``[CLS] first [SEP] (second [SEP])``.
 
-        ``maxlen`` counts the special tokens; longer inputs are truncated from the end, by
-        ``truncation``: ``longest_first`` (one token at a time from the longer text),
-        ``only_first`` or ``only_second``.
+        ``maxlen`` counts the special tokens; longer inputs are truncated by ``truncation``:
+        ``longest_first`` (one token at a time from the longer text), ``only_first`` or
+        ``only_second``, from the end (``truncate_from="right"``) or the start (``"left"``).
+        ``pattern`` is bert4keras' argument; only its default layout exists here.
         """
+        if pattern != "S*E*E":
+            raise ValueError(f"pattern={pattern!r} is not supported: bert4x encodes pairs as "
+                             "[CLS] first [SEP] second [SEP] (bert4keras' default 'S*E*E')")
         pieces = self.pieces(first), None if second is None else self.pieces(second)
-        return self._assemble(*pieces, maxlen, truncation, return_offsets)
+        return self._assemble(*pieces, maxlen, truncation, return_offsets, truncate_from)
 
     def encode_batch(self, firsts: Sequence[str], seconds: Optional[Sequence[str]] = None,
                      maxlen: Optional[int] = None, truncation: str = "longest_first",
-                     return_offsets: bool = False):
+                     return_offsets: bool = False, truncate_from: str = "right"):
         """``encode`` for many texts at once (fast path); returns lists of per-text results."""
         firsts = _as_text_list(firsts, "firsts")
         first_pieces = self.batch_pieces(firsts)
@@ -151,15 +164,15 @@ class Tokenizer:
             if len(seconds) != len(firsts):
                 raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
             second_pieces = self.batch_pieces(seconds)
-        encoded = [self._assemble(a, b, maxlen, truncation, return_offsets)
+        encoded = [self._assemble(a, b, maxlen, truncation, return_offsets, truncate_from)
                    for a, b in zip(first_pieces, second_pieces)]
         columns = 3 if return_offsets else 2
         return tuple([row[c] for row in encoded] for c in range(columns))
 
     def _assemble(self, first: Pieces, second: Optional[Pieces], maxlen: Optional[int],
-                  truncation: str, return_offsets: bool):
+                  truncation: str, return_offsets: bool, truncate_from: str = "right"):
         if maxlen is not None:
-            first, second = _truncate(first, second, maxlen, truncation)
+            first, second = _truncate(first, second, maxlen, truncation, truncate_from)
         cls_id, sep_id, none = self.cls_id, self.sep_id, (0, 0)
         token_ids = [cls_id, *first.ids, sep_id]
         segment_ids = [0] * len(token_ids)
@@ -232,10 +245,13 @@ def _as_text_list(texts, name: str) -> List[str]:
     return list(texts)
 
 
-def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int,
-              truncation: str) -> Tuple[Pieces, Optional[Pieces]]:
+def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int, truncation: str,
+              truncate_from: str = "right") -> Tuple[Pieces, Optional[Pieces]]:
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    if truncate_from not in ("right", "left"):
+        raise ValueError(f"truncate_from must be 'right' or 'left', got {truncate_from!r}")
+    keep = Pieces.head if truncate_from == "right" else Pieces.tail
     specials, texts = (2, 1) if second is None else (3, 2)
     budget = maxlen - specials
     if budget < texts:
@@ -245,7 +261,7 @@ def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int,
     if second is None:
         if truncation == "only_second":
             raise ValueError("truncation='only_second' needs a second text")
-        return first.head(budget), None
+        return keep(first, budget), None
     excess = len(first) + len(second) - budget
     if excess <= 0:
         return first, second
@@ -253,17 +269,17 @@ def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int,
         if excess > len(first):
             raise ValueError(f"maxlen={maxlen}: the second text alone is too long for "
                              "truncation='only_first'")
-        return first.head(len(first) - excess), second
+        return keep(first, len(first) - excess), second
     if truncation == "only_second":
         if excess > len(second):
             raise ValueError(f"maxlen={maxlen}: the first text alone is too long for "
                              "truncation='only_second'")
-        return first, second.head(len(second) - excess)
+        return first, keep(second, len(second) - excess)
     keep_first, keep_second = len(first), len(second)
     for _ in range(excess):
         if keep_first >= keep_second:
             keep_first -= 1
         else:
             keep_second -= 1
-    return first.head(keep_first), second.head(keep_second)
+    return keep(first, keep_first), keep(second, keep_second)
 
