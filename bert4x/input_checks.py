@@ -3,8 +3,8 @@
 An out-of-range token id makes TensorFlow's CPU gather fail with an anonymous "indices[...] is not
 in [0, N)" and makes GPU gathers silently return zeros.  These checks raise an error that names
 the problem instead.  They are the only backend-specific code the layers use: TensorFlow gets a
-graph assertion; PyTorch runs eagerly so a Python check works; JAX cannot raise from inside ``jit``
-and is left unchecked.
+graph assertion; PyTorch runs eagerly so a Python check works; JAX, which clamps out-of-range
+gathers silently and cannot raise inside ``jit``, gets a host callback that raises.
 """
 
 import re
@@ -15,6 +15,8 @@ from keras import ops
 
 #: How TensorFlow words a failed ``tf.debugging.assert_*`` inside a graph.
 _GRAPH_ASSERTION = re.compile(r"assertion failed: \[([^\]]+)\]")
+#: How JAX reports the ValueError a host callback raised: the traceback's last line.
+_CALLBACK_ERROR = re.compile(r"CpuCallback error.*\nValueError: ([^\n]+)\s*$", re.S)
 
 
 def check_less(values, limit, message):
@@ -28,6 +30,17 @@ def check_less(values, limit, message):
             tf.debugging.assert_non_negative(values, message=message),
         ]):
             return tf.identity(values)
+    if backend == "jax":
+        import jax
+
+        def refuse(out_of_range):
+            if out_of_range:
+                raise ValueError(message)
+
+        # JAX clamps out-of-range gathers silently and cannot raise inside jit; a host
+        # callback can, and its error carries the message (failed_check_message finds it).
+        jax.debug.callback(refuse, ops.any(ops.logical_or(values >= limit, values < 0)))
+        return values
     if backend in ("torch", "numpy"):
         if bool(ops.any(values >= limit)) or bool(ops.any(values < 0)):
             raise ValueError(message)
@@ -38,10 +51,15 @@ def failed_check_message(error: BaseException) -> Optional[str]:
     """The message of the check behind ``error``, when a compiled graph stopped at one.
 
     TensorFlow reports it as ``InvalidArgumentError: Graph execution error:`` followed by a
-    stack of framework frames, with the message on the last line; a command line prints this
-    instead of the traceback.
+    stack of framework frames, with the message on the last line, and JAX as a
+    ``JaxRuntimeError`` around the callback's traceback; a command line prints the message
+    instead of either.
     """
-    if type(error).__name__ != "InvalidArgumentError":
+    kind = type(error).__name__
+    if kind == "InvalidArgumentError":
+        found = _GRAPH_ASSERTION.search(str(error))
+    elif kind in ("JaxRuntimeError", "XlaRuntimeError"):
+        found = _CALLBACK_ERROR.search(str(error))
+    else:
         return None
-    found = _GRAPH_ASSERTION.search(str(error))
     return found.group(1) if found else None

@@ -1,0 +1,57 @@
+"""Under the JAX backend a bad id is an error, never a clamp: JAX gathers clamp out-of-range
+indices and returned plausible vectors for token 50 of a 40-token vocabulary. Runs in a
+subprocess, since the Keras backend is fixed when Keras is first imported."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert4x import build_transformer_model
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                reason="jax not installed")
+CONFIG = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+              intermediate_size=24, max_position_embeddings=16)
+PROGRAM = """
+import json, sys
+import numpy as np
+from bert4x import build_transformer_model
+from bert4x.input_checks import failed_check_message
+config, weights = json.loads(sys.argv[1]), sys.argv[2]
+results = {}
+for name, ids, segments in [("valid", [[1, 5, 2]], [[0, 1, 1]]),
+                            ("token", [[1, 50, 2]], [[0, 0, 0]]),
+                            ("segment", [[1, 5, 2]], [[0, 2, 0]]),
+                            ("position", [[1] * 20], [[0] * 20])]:
+    model = build_transformer_model(config)  # a fresh model: Keras' JAX predict loop leaves
+    model.load_weights(weights)              # a model unusable after an error inside it
+    try:
+        results[name] = model.predict([np.array(ids), np.array(segments)], verbose=0).tolist()
+    except Exception as error:
+        results[name] = failed_check_message(error) or f"{type(error).__name__}: {error}"
+print("RESULT " + json.dumps(results))
+"""
+
+
+def test_bad_ids_are_errors_on_jax_and_valid_ones_match_tensorflow(tmp_path):
+    model = build_transformer_model(CONFIG)
+    weights = str(tmp_path / "model.weights.h5")
+    model.save_weights(weights)
+    done = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(CONFIG), weights],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, KERAS_BACKEND="jax"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
+    assert results["token"] == ("Embedding-Token: an input id is negative or >= the "
+                                "vocabulary size 40")
+    assert results["segment"] == ("Embedding-Segment: an input id is negative or >= the "
+                                  "vocabulary size 2")
+    assert results["position"] == ("Embedding-Position: sequence is longer than "
+                                   "max_position_embeddings=16")
+    expected = model.predict([np.array([[1, 5, 2]]), np.array([[0, 1, 1]])], verbose=0)
+    np.testing.assert_allclose(results["valid"], expected, atol=1e-5)
