@@ -541,6 +541,13 @@ def test_a_huge_learning_rate_stops_the_run_naming_the_rate(tmp_path):
         three_epochs(tmp_path, learning_rate=1e6)
 
 
+def test_a_run_without_backups_says_so_when_it_stops(tmp_path):
+    data = BucketedBatches(random_examples(16), 8, collate)
+    with pytest.raises(ValueError, match=r"the loss became .*This run keeps no backups"):
+        train(compiled(classifier(), build_optimizer(1e6)), data, 3, str(tmp_path),
+              resume=False, verbose=0)
+
+
 def test_weights_that_are_not_finite_are_refused_before_training(tmp_path):
     model = compiled(classifier(), build_optimizer(1e-3))
     bias = model.get_layer("classifier").weights[1]

@@ -57,12 +57,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
     """Stop training at the first NaN or infinite loss or epoch metric, naming the step, the
     likely causes and the last backup, which is left as it was.
 
-    ``last_backup()`` returns the epoch the newest intact backup ends (0: none). Place this
+    ``last_backup()`` returns the epoch the newest intact backup ends (0: none yet; pass None
+    for a run that keeps no backups). Place this
     callback before the ones that write at epoch end (metrics log, backup), so that nothing of
     the failed epoch is kept.
     """
 
-    def __init__(self, work_dir: str, last_backup=lambda: 0):
+    def __init__(self, work_dir: str, last_backup=None):
         super().__init__()
         self.work_dir, self.last_backup = work_dir, last_backup
         self._epoch = 0
@@ -93,11 +94,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def _stop(self, what: str):
         rate = getattr(self.model.optimizer, "learning_rate", None)
         rate = "" if rate is None else f", it is {float(keras.ops.convert_to_numpy(rate)):.3g} now"
-        kept = self.last_backup()
-        resume = (f"The backup of epoch {kept} in {self.work_dir} is intact: after fixing the "
-                  "data, the same command resumes from it; with other settings (a lower "
-                  "learning rate) use a new work directory."
-                  if kept else "No epoch had finished, so nothing was backed up.")
+        kept = None if self.last_backup is None else self.last_backup()
+        if kept is None:
+            resume = "This run keeps no backups (resume=False)."
+        elif kept:
+            resume = (f"The backup of epoch {kept} in {self.work_dir} is intact: after fixing "
+                      "the data, the same command resumes from it; with other settings (a "
+                      "lower learning rate) use a new work directory.")
+        else:
+            resume = "No epoch had finished, so nothing was backed up."
         raise TrainingError(
             f"training stopped: {what}. Likely causes: a learning rate too high{rate}; labels "
             f"or inputs that are NaN or infinite; weights loaded from a damaged file. {resume}")

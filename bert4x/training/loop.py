@@ -85,7 +85,7 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
                 evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
             steps.append(evaluator)
         # Before everything that writes at epoch end, so nothing of a diverged epoch is kept.
-        steps.append(NonFiniteGuard(work_dir, backup.last_epoch if backup else lambda: 0))
+        steps.append(NonFiniteGuard(work_dir, backup.last_epoch if backup else None))
         steps.append(MetricsLog(os.path.join(work_dir, "metrics.jsonl"),
                                 os.path.join(work_dir, "metrics.png")))
         steps.extend(callbacks)
