@@ -7,15 +7,70 @@ generator protocol, made to work with Keras 3 ``fit``, and its small text helper
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import builtins
+import multiprocessing
+import multiprocessing.dummy
+from typing import List, Optional
 
 import keras
 import numpy as np
 
+from bert4x.generation.subclass_api import AutoRegressiveDecoder
 from bert4x.training.data import sequence_padding
 
-__all__ = ["DataGenerator", "sequence_padding", "text_segmentate", "to_array",
-           "truncate_sequences"]
+__all__ = ["AutoRegressiveDecoder", "DataGenerator", "ViterbiDecoder", "open", "parallel_apply", "sequence_padding",
+           "text_segmentate", "to_array", "truncate_sequences"]
+
+
+def open(name, mode="r", encoding=None, errors="strict", indexable=False):
+    """Python's ``open`` (bert4keras' wrapper existed for Python 2). Its ``indexable`` random
+    access into large files is not offered: read such a corpus through
+    :mod:`bert4x.training` readers instead."""
+    if indexable:
+        raise NotImplementedError("open(..., indexable=...) is not supported by bert4x; read "
+                                  "the file line by line, or load it into a list first")
+    return builtins.open(name, mode, encoding=encoding, errors=errors)
+
+
+_WORKER = {}
+
+
+def _start_worker(func, seeds):
+    _WORKER["func"] = func
+    if not seeds.empty():
+        np.random.seed(seeds.get())
+
+
+def _apply_in_worker(item):
+    return _WORKER["func"](item)
+
+
+def parallel_apply(func, iterable, workers, max_queue_size, callback=None, dummy=False,
+                   random_seeds=True, unordered=True):
+    """``func`` over ``iterable`` in ``workers`` processes (threads with ``dummy``).
+
+    Returns the results (in input order unless ``unordered``), or, with ``callback``, calls it
+    on each result as it arrives. ``func`` may be a closure or lambda: it reaches the workers
+    when they start (forked processes), never pickled; items and results are pickled.
+    ``max_queue_size`` only sizes the chunks sent to the workers: the pool reads ``iterable``
+    ahead of the results, so give it a list or a generator that fits in memory.
+    ``random_seeds``: True gives each worker a fresh NumPy seed, a list gives one seed per
+    worker, False leaves NumPy's state as forked.
+    """
+    pool_module = multiprocessing.dummy if dummy else multiprocessing.get_context("fork")
+    seeds = pool_module.Queue()
+    seed_list = [None] * workers if random_seeds is True else list(random_seeds or [])
+    for seed in seed_list:
+        seeds.put(seed)
+    with pool_module.Pool(workers, _start_worker, (func, seeds)) as pool:
+        mapper = pool.imap_unordered if unordered or callback is not None else pool.imap
+        results = mapper(_apply_in_worker, iterable,
+                         chunksize=max(1, max_queue_size // (4 * workers)))
+        if callback is None:
+            return list(results)
+        for result in results:
+            callback(result)
+        return None
 
 
 def to_array(*args):
@@ -160,3 +215,35 @@ def _variable_spec(array):
     if array.ndim >= 2 and (np.issubdtype(array.dtype, np.floating) or array.shape[-1] == 1):
         shape[-1] = array.shape[-1]
     return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+
+class ViterbiDecoder:
+    """The best tag path under transition scores ``trans`` [tags, tags] (a CRF's
+    ``layer.trans``, as NumPy), optionally restricted to paths that start with a tag in
+    ``starts`` and end with a tag in ``ends``. Subclass and add a ``recognize(text)`` that
+    calls :meth:`decode`, as bert4keras' NER examples do."""
+
+    def __init__(self, trans, starts=None, ends=None):
+        self.trans = np.asarray(trans)
+        self.num_labels = len(self.trans)
+        labels = range(self.num_labels)
+        self.non_starts = [] if starts is None else [i for i in labels if i not in starts]
+        self.non_ends = [] if ends is None else [i for i in labels if i not in ends]
+
+    def decode(self, nodes):
+        """Tag ids [n] of the best path through per-position tag scores ``nodes`` [n, tags]."""
+        nodes = np.array(nodes, dtype=float)
+        if nodes.ndim != 2 or nodes.shape[1] != self.num_labels:
+            raise ValueError(f"nodes must be [length, {self.num_labels}] tag scores, got shape "
+                             f"{nodes.shape}")
+        nodes[0, self.non_starts] = -np.inf
+        nodes[-1, self.non_ends] = -np.inf
+        scores, backpointers = nodes[0], []
+        for emission in nodes[1:]:
+            candidates = scores[:, None] + self.trans + emission[None]
+            backpointers.append(candidates.argmax(axis=0))
+            scores = candidates.max(axis=0)
+        path = [int(scores.argmax())]
+        for pointers in reversed(backpointers):
+            path.append(int(pointers[path[-1]]))
+        return np.array(path[::-1])

@@ -154,7 +154,7 @@ def pretraining_model(config: dict, init_from=None, freeze_token_embeddings: boo
     frequency and loses the near-orthogonal character vectors that sentence similarity on
     STS-B-zh rewards (tasks/cosent/README.md)."""
     built = build_transformer_model(config, init_from, model="roformer", with_mlm="linear",
-                                    return_keras_model=False)
+                                    return_keras_model=False, padding_mask=False)
     built.model.get_layer("Embedding-Token").trainable = not freeze_token_embeddings
     return built, masked_positions_model(built)
 

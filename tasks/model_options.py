@@ -47,6 +47,8 @@ def build_backbone(settings, tokenizer, maxlen: int, load_checkpoint: bool = Tru
     A vocabulary larger than the token table, or texts longer than the position table, would
     otherwise fail only at predict time inside the graph, or (on JAX) be clamped silently.
     ``options`` go to :func:`~bert4x.build_transformer_model` (``application``, heads...).
+    The tasks' losses weigh positions themselves, so the backbone carries no Keras padding mask
+    (which Keras would apply to a compiled loss a second time).
     """
     from bert4x import build_transformer_model
 
@@ -56,7 +58,7 @@ def build_backbone(settings, tokenizer, maxlen: int, load_checkpoint: bool = Tru
             keep_tokens = json.load(handle)
     backbone = build_transformer_model(
         settings.config, settings.checkpoint if load_checkpoint else None, model=settings.model,
-        keep_tokens=keep_tokens, **options)
+        keep_tokens=keep_tokens, padding_mask=False, **options)
     token_table = backbone.get_layer("Embedding-Token").input_dim
     if tokenizer.vocab_size > token_table:
         raise ValueError(

@@ -165,3 +165,20 @@ def test_sample_marks_the_last_item_and_shuffles_unsized_data():
         next(iter(generator))
     with pytest.raises(ValueError, match="no data"):
         list(DataGenerator([], batch_size=2).sample())
+
+
+def test_parallel_apply_runs_closures_in_processes_and_threads():
+    from bert4x.snippets import open as open_file, parallel_apply
+
+    factor = 3
+    assert parallel_apply(lambda x: x * factor, range(20), 2, 8, unordered=False) == \
+        [x * factor for x in range(20)]
+    assert sorted(parallel_apply(lambda x: x * factor, range(20), 2, 8)) == \
+        [x * factor for x in range(20)]
+    seen = []
+    parallel_apply(lambda x: -x, range(5), 2, 4, callback=seen.append, dummy=True)
+    assert sorted(seen) == [-4, -3, -2, -1, 0]
+    with pytest.raises(NotImplementedError, match="indexable"):
+        open_file(__file__, indexable=True)
+    with open_file(__file__, encoding="utf-8") as handle:
+        assert "parallel_apply" in handle.read()

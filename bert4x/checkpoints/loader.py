@@ -28,6 +28,9 @@ _LAYOUTS = {"flash": "gau_alpha"}
 
 #: Weights indexed by vocabulary id, sliced by ``keep_tokens``.
 _VOCAB_INDEXED = ("Embedding-Token/embeddings", "MLM-Bias/bias")
+#: Weights no checkpoint holds by design: a conditional norm's projections of its condition
+#: (zero-initialised, so the model starts as the unconditional one).
+_NEW_BY_DESIGN = re.compile(r"/(gamma_dense|beta_dense|condition_hidden)/")
 
 
 @dataclasses.dataclass
@@ -91,8 +94,14 @@ def _hf_aliases(names: Sequence[str], prefix: Optional[str]) -> dict:
 
 def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional[str],
                     keep_tokens: Optional[Sequence[int]] = None, allow_missing: bool = False,
-                    allow_unused: bool = False, check_finite: bool = True) -> LoadReport:
+                    allow_unused: bool = False, check_finite: bool = True,
+                    compound_tokens=None, variables=None) -> LoadReport:
     """Copy checkpoint weights into ``model`` (built by the ``model_name`` family).
+
+    Vocabulary-indexed weights are cut to ``keep_tokens``, then extended by one row per item
+    of ``compound_tokens``: the mean of the rows of a list of (kept) ids, or a weighted mean
+    for an ``(ids, weights)`` pair. ``variables`` limits the load to those of the model's
+    weights (default: all of them).
 
     A checkpoint whose names fit another family is refused naming that family; with
     ``check_finite`` (the default) so is one holding NaN or infinite weights."""
@@ -101,13 +110,16 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         raise CheckpointError(
             f"{checkpoint.path}: HF transformers has no {model_name!r} model, so HF files cannot "
             f"hold one; load its Google TF checkpoint instead")
-    variables = {variable.path: variable for variable in model.weights}
+    variables = {variable.path: variable
+                 for variable in (model.weights if variables is None else variables)}
     expected = weight_names(variables, checkpoint.fmt, hf_prefix)
     stored = (_hf_aliases(checkpoint.names, hf_prefix) if checkpoint.fmt == HF
               else {n: n for n in checkpoint.names})
 
     loaded, missing, mismatched, assignments, used = [], [], [], [], set()
     for path, variable in variables.items():
+        if _NEW_BY_DESIGN.search(path):
+            continue
         name = expected[path]
         if name is None or name not in stored:
             missing.append(path)
@@ -116,8 +128,8 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         value = checkpoint.get(stored[name])
         if is_transposed(path, checkpoint.fmt):
             value = value.T
-        if keep_tokens is not None and path in _VOCAB_INDEXED:
-            value = _keep_rows(value, keep_tokens, name)
+        if path in _VOCAB_INDEXED:
+            value = _vocabulary_rows(value, keep_tokens, compound_tokens, name)
         if tuple(value.shape) != tuple(variable.shape):
             mismatched.append(f"{path} <- {stored[name]}: checkpoint {tuple(value.shape)}, "
                               f"model {tuple(variable.shape)}")
@@ -176,9 +188,21 @@ def _check_finite(path: str, named_values) -> None:
             "anyway)")
 
 
-def _keep_rows(value: np.ndarray, keep_tokens: Sequence[int], name: str) -> np.ndarray:
-    keep = np.asarray(keep_tokens, dtype="int64")
-    if keep.ndim != 1 or keep.size == 0 or keep.min() < 0 or keep.max() >= value.shape[0]:
-        raise CheckpointError(
-            f"keep_tokens must be a non-empty list of ids in [0, {value.shape[0]}) for {name}")
-    return value[keep]
+def _vocabulary_rows(value: np.ndarray, keep_tokens, compound_tokens, name: str) -> np.ndarray:
+    if keep_tokens is not None:
+        keep = np.asarray(keep_tokens, dtype="int64")
+        if keep.ndim != 1 or keep.size == 0 or keep.min() < 0 or keep.max() >= value.shape[0]:
+            raise CheckpointError(
+                f"keep_tokens must be a non-empty list of ids in [0, {value.shape[0]}) for {name}")
+        value = value[keep]
+    if not compound_tokens:
+        return value
+    rows = []
+    for number, item in enumerate(compound_tokens):
+        ids, weights = (item, None) if isinstance(item, list) else item
+        ids = np.asarray(ids, dtype="int64")
+        if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= value.shape[0]:
+            raise CheckpointError(f"compound_tokens[{number}] must list ids in "
+                                  f"[0, {value.shape[0]}) for {name}, got {item!r}")
+        rows.append(np.average(value[ids].astype("float64"), axis=0, weights=weights))
+    return np.concatenate([value, np.asarray(rows, dtype=value.dtype)], axis=0)

@@ -64,6 +64,7 @@ class MultiHeadAttention(keras.layers.Layer):
                  attention_dropout=0.0, rope=None, attention_scale="sqrt", talking_heads=False,
                  residual_scores=False, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its query
         rope = {True: "1d", False: None}.get(rope, rope)
         if rope not in ROPES:
             raise ValueError(f"rope must be one of {ROPES}, got {rope!r}")

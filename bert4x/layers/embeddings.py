@@ -12,6 +12,10 @@ class TokenEmbedding(keras.layers.ReversibleEmbedding):
 
     Called with ``reverse=True`` it projects hidden states back onto the vocabulary, which is how
     the MLM head shares the input embedding matrix.
+
+    With ``mask_zero=True`` the output carries Keras' padding mask (id 0 is padding), so that
+    layers and loss code downstream see which positions are real; in reverse mode the mask of
+    the hidden states passes through to the logits.
     """
 
     def call(self, inputs, reverse=False):
@@ -23,8 +27,9 @@ class TokenEmbedding(keras.layers.ReversibleEmbedding):
         return super().call(inputs, reverse=reverse)
 
     def compute_mask(self, inputs, mask=None):
-        # Padding is handled by explicit attention masks; Keras masks would only add overhead.
-        return None
+        if "float" in str(inputs.dtype):  # reverse mode: hidden states in, logits out
+            return mask
+        return ops.not_equal(inputs, 0) if self.mask_zero else None
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -39,6 +44,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its input
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
@@ -66,3 +72,22 @@ class PositionEmbedding(keras.layers.Layer):
             "output_dim": self.output_dim,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+@keras.saving.register_keras_serializable(package="bert4x")
+class EmbeddingSum(keras.layers.Add):
+    """``Add`` whose output keeps the padding mask of the inputs that have one.
+
+    Keras 3's ``Add`` drops the mask when any input lacks one; token plus segment embeddings
+    would then lose the tokens' padding mask (Keras 2 and-ed the masks present, which is what
+    bert4keras models relied on).
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        masks = [m for m in (mask or []) if m is not None]
+        if not masks:
+            return None
+        output_mask = masks[0]
+        for other in masks[1:]:
+            output_mask = ops.logical_and(output_mask, other)
+        return output_mask

@@ -12,6 +12,7 @@ class FeedForward(keras.layers.Layer):
     def __init__(self, units, activation="gelu", use_bias=True,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its input
         self.units = units
         self.activation = activation
         self.use_bias = use_bias

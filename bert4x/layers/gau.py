@@ -32,6 +32,7 @@ class ScaleOffset(keras.layers.Layer):
 
     def __init__(self, offset=True, **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its input
         self.offset = offset
 
     def build(self, input_shape):
@@ -64,6 +65,7 @@ class GatedAttentionUnit(keras.layers.Layer):
                  attention_dropout=0.0, chunk_size=None, causal=False,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its query
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, "
                              f"got {normalization!r}")

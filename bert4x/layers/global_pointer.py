@@ -15,6 +15,7 @@ Trained with the sparse multilabel categorical cross-entropy below: per head,
 import keras
 from keras import ops
 
+from bert4x.layers.renamed import accepts_bert4keras_names
 from bert4x.layers.rotary import apply_rotary
 
 #: Score given to impossible pairs: exp(-1e12) is exactly 0, and it stays finite.
@@ -35,6 +36,7 @@ def _mask_pairs(logits, mask, tril_mask):
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
+@accepts_bert4keras_names(RoPE="rope")
 class GlobalPointer(keras.layers.Layer):
     """Scores [batch, heads, n, n] for ``heads`` span types over hidden states [batch, n, d].
 

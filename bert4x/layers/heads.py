@@ -23,6 +23,9 @@ class Pooler(keras.layers.Layer):
     def call(self, inputs):
         return self.dense(inputs[:, 0])
 
+    def compute_mask(self, inputs, mask=None):
+        return None  # one vector per sequence: no positions left to mask
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
 
@@ -44,6 +47,9 @@ class BiasAdd(keras.layers.Layer):
 
     def call(self, inputs):
         return inputs + keras.ops.cast(self.bias, inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
 
     def compute_output_shape(self, input_shape):
         return input_shape

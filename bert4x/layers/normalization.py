@@ -9,8 +9,13 @@ three so checkpoints always see the same ``gamma``/``beta`` names.
 import keras
 from keras import ops
 
+from bert4x.layers.renamed import accepts_bert4keras_names
+
 
 @keras.saving.register_keras_serializable(package="bert4x")
+@accepts_bert4keras_names(hidden_units="condition_hidden_units",
+                          hidden_activation="condition_hidden_activation",
+                          hidden_initializer="condition_hidden_initializer")
 class LayerNormalization(keras.layers.Layer):
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` over the last axis.
 
@@ -18,12 +23,15 @@ class LayerNormalization(keras.layers.Layer):
     - ``center``/``scale``: whether the ``beta``/``gamma`` parameters exist.
     - ``conditional=True``: called on ``[x, condition]``; gamma and beta are shifted by dense
       projections of the condition (zero-initialised, so an untrained conditional norm equals the
-      plain one).  ``condition_hidden_units`` first maps the condition through a dense layer.
+      plain one).  ``condition_hidden_units`` first maps the condition through a dense layer
+      (``condition_hidden_activation``, ``condition_hidden_initializer``).
     """
 
     def __init__(self, epsilon=1e-12, center=True, scale=True, zero_mean=True, conditional=False,
-                 condition_hidden_units=None, condition_hidden_activation="linear", **kwargs):
+                 condition_hidden_units=None, condition_hidden_activation="linear",
+                 condition_hidden_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
+        self.supports_masking = True  # keeps the padding mask of its input
         self.epsilon = epsilon
         self.center = center
         self.scale = scale
@@ -31,6 +39,7 @@ class LayerNormalization(keras.layers.Layer):
         self.conditional = conditional
         self.condition_hidden_units = condition_hidden_units
         self.condition_hidden_activation = condition_hidden_activation
+        self.condition_hidden_initializer = keras.initializers.get(condition_hidden_initializer)
 
     def build(self, input_shape):
         x_shape = input_shape[0] if self.conditional else input_shape
@@ -45,7 +54,8 @@ class LayerNormalization(keras.layers.Layer):
         if self.condition_hidden_units:
             self.condition_dense = keras.layers.Dense(
                 self.condition_hidden_units, activation=self.condition_hidden_activation,
-                use_bias=False, name="condition_hidden", dtype=self.dtype_policy,
+                use_bias=False, kernel_initializer=self.condition_hidden_initializer,
+                name="condition_hidden", dtype=self.dtype_policy,
             )
             self.condition_dense.build(input_shape[1])
             cond_dim = self.condition_hidden_units
@@ -102,4 +112,6 @@ class LayerNormalization(keras.layers.Layer):
             "conditional": self.conditional,
             "condition_hidden_units": self.condition_hidden_units,
             "condition_hidden_activation": self.condition_hidden_activation,
+            "condition_hidden_initializer": keras.initializers.serialize(
+                self.condition_hidden_initializer),
         }

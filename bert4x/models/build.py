@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence, Union
 
+import keras
+
 from bert4x.checkpoints import (
     LoadReport, export_huggingface, load_checkpoint, save_google_checkpoint,
 )
@@ -28,14 +30,30 @@ class TransformerModel:
         self.model._bert4x_builder = builder
         self.load_report: Optional[LoadReport] = None
 
+    @property
+    def initializer(self):
+        """The family's weight initializer, for heads added on top (as in bert4keras)."""
+        return self.builder.initializer
+
     def load_checkpoint(self, checkpoint_path, keep_tokens=None, allow_missing=False,
-                        allow_unused=False, check_finite=True) -> LoadReport:
+                        allow_unused=False, check_finite=True, compound_tokens=None
+                        ) -> LoadReport:
         """Load weights; see :func:`bert4x.checkpoints.load_checkpoint`."""
         self.load_report = load_checkpoint(
             self.model, checkpoint_path, self.model_name, self.builder.hf_prefix,
             keep_tokens=keep_tokens, allow_missing=allow_missing, allow_unused=allow_unused,
-            check_finite=check_finite)
+            check_finite=check_finite, compound_tokens=compound_tokens,
+            variables=self.own_weights())
         return self.load_report
+
+    def own_weights(self):
+        """The weights of the layers the builder made: not those of the layers that compute
+        a norm condition from the extra inputs, which no checkpoint of the family holds."""
+        if self.builder.norm_condition is None:
+            return self.model.weights
+        condition = keras.Model(self.builder.extra_inputs, self.builder.norm_condition)
+        foreign = {id(w) for w in condition.weights}
+        return [w for w in self.model.weights if id(w) not in foreign]
 
     def save_google_checkpoint(self, prefix) -> str:
         """Write a TF checkpoint with Google's variable names (readable by bert4keras)."""
@@ -48,6 +66,33 @@ class TransformerModel:
                                   self.builder.hf_prefix, bool(self.builder.with_mlm), dtype)
 
 
+#: bert4keras' names for config values, and ours.
+RENAMED_KEYWORDS = {
+    "max_position": "max_position_embeddings", "dropout_rate": "hidden_dropout_prob",
+    "attention_dropout_rate": "attention_probs_dropout_prob",
+    "segment_vocab_size": "type_vocab_size", "attention_head_size": "head_size",
+    "attention_key_size": "key_size",
+}
+#: bert4keras keywords bert4x does not offer, and what to do instead.
+UNSUPPORTED_KEYWORDS = {
+    "with_nsp": "build with with_pool=True and add Dense(2, activation='softmax') on the pooled "
+                "output",
+    "hierarchical_position": "use a RoFormer family (rotary positions have no table to "
+                             "outgrow) or a checkpoint with more positions",
+    "custom_position_ids": "positions are always 0..n-1 (rope='2d' takes an Input-Position "
+                           "of (x, y) pairs)",
+    "shared_segment_embeddings": "give the model a type_vocab_size of its own",
+    "sequence_length": "leave it out: bert4x models take any length up to "
+                       "max_position_embeddings",
+    "autoresize_weights": "load a checkpoint of the model's own shapes",
+    "layers": "reuse layers through model.get_layer(name) in your own graph",
+    "attention_caches": "decode with bert4x.generation or bert4x.snippets."
+                        "AutoRegressiveDecoder, which keep a key/value cache",
+    "prefix": "build each model separately and combine them as Keras models (layers keep "
+              "bert4x's names inside each)",
+}
+
+
 def build_transformer_model(
     config_path: Union[str, os.PathLike, dict, TransformerConfig, None] = None,
     checkpoint_path=None,
@@ -55,36 +100,88 @@ def build_transformer_model(
     application: str = "encoder",
     return_keras_model: bool = True,
     with_pool: bool = False,
-    with_mlm: Union[bool, str] = False,
+    with_mlm: Union[bool, str, None] = None,
     keep_tokens: Optional[Sequence[int]] = None,
+    compound_tokens: Optional[Sequence] = None,
     allow_missing: bool = False,
     allow_unused: bool = False,
     check_finite: bool = True,
     name: Optional[str] = None,
+    padding_mask: bool = True,
+    layer_norm_cond=None,
+    layer_norm_cond_hidden_size: Optional[int] = None,
+    layer_norm_cond_hidden_act: Optional[str] = None,
+    additional_input_layers=None,
+    ignore_invalid_weights: bool = False,
     **overrides,
 ):
-    """Build ``model`` ("bert" | "roformer" | "roformer_v2") for ``application``
+    """Build ``model`` (see ``bert4x.models.MODELS``) for ``application``
     ("encoder" | "lm" | "unilm") from a BERT-style config, optionally loading a checkpoint.
 
     ``config_path`` may be a ``config.json`` path, a dict or a :class:`TransformerConfig`;
-    ``overrides`` replace config values (``key_size=128``, ``hidden_dropout_prob=0``...).
+    ``overrides`` replace config values (``key_size=128``, ``hidden_dropout_prob=0``...), under
+    our names or bert4keras' (``max_position``, ``dropout_rate``, ``segment_vocab_size``...).
+    ``with_mlm`` defaults to the MLM head for ``lm``/``unilm`` and none for ``encoder``.
     With ``keep_tokens`` the vocabulary is cut to those ids and the checkpoint's embedding rows are
-    sliced to match.  ``check_finite=False`` loads a checkpoint even when it holds NaN or
+    sliced to match; ``compound_tokens`` adds one token per item, its embedding the mean of
+    the listed (kept) ids' (an ``(ids, weights)`` pair gives a weighted mean).
+    ``layer_norm_cond`` (a Keras tensor) makes every norm conditional on it, through a dense
+    layer of ``layer_norm_cond_hidden_size`` units (``layer_norm_cond_hidden_act``) if given;
+    ``additional_input_layers`` are inputs the model takes after its own (those the condition
+    comes from). ``ignore_invalid_weights`` is bert4keras' name for ``allow_missing``.
+    ``check_finite=False`` loads a checkpoint even when it holds NaN or
     infinite weights (refused by default).  The model takes ``[token_ids, segment_ids]``;
-    token id 0 is padding.
+    token id 0 is padding, and with ``padding_mask`` (default) the outputs carry that Keras mask
+    (see :class:`~bert4x.models.transformer.Transformer`).
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
-    if keep_tokens is not None:
-        overrides["vocab_size"] = len(keep_tokens)
+    overrides = _our_config_names(overrides)
+    if with_mlm is None:
+        with_mlm = application in ("lm", "unilm")
+    if keep_tokens is not None or compound_tokens:
+        base = len(keep_tokens) if keep_tokens is not None else None
+        if base is None:
+            base = _read_config(config_path, model, dict(overrides)).vocab_size
+        overrides["vocab_size"] = base + len(compound_tokens or ())
     config = _read_config(config_path, model, overrides)
-    built = TransformerModel(MODELS[model](config, application=application, with_pool=with_pool,
-                                           with_mlm=with_mlm, name=name))
+    if additional_input_layers is not None and not isinstance(additional_input_layers, list):
+        additional_input_layers = [additional_input_layers]
+    built = TransformerModel(MODELS[model](
+        config, application=application, with_pool=with_pool, with_mlm=with_mlm, name=name,
+        padding_mask=padding_mask, norm_condition=layer_norm_cond,
+        condition_hidden_units=layer_norm_cond_hidden_size,
+        condition_hidden_activation=layer_norm_cond_hidden_act or "linear",
+        extra_inputs=additional_input_layers or ()))
     if checkpoint_path is not None:
         built.load_checkpoint(checkpoint_path, keep_tokens=keep_tokens,
-                              allow_missing=allow_missing, allow_unused=allow_unused,
-                              check_finite=check_finite)
+                              allow_missing=allow_missing or ignore_invalid_weights,
+                              allow_unused=allow_unused, check_finite=check_finite,
+                              compound_tokens=compound_tokens)
     return built.model if return_keras_model else built
+
+
+def _our_config_names(overrides: dict) -> dict:
+    """Config overrides under our names: bert4keras' are renamed, those we do not offer are
+    refused saying what to use instead."""
+    for keyword, instead in UNSUPPORTED_KEYWORDS.items():
+        if keyword in overrides:
+            raise ConfigError(f"build_transformer_model: bert4keras' {keyword}= is not "
+                              f"supported by bert4x; {instead}")
+    if overrides.get("segment_vocab_size") == 0:
+        raise ConfigError("build_transformer_model: segment_vocab_size=0 (a model without a "
+                          "segment input) is not supported by bert4x; bert4x models always "
+                          "take [token_ids, segment_ids]: keep the segment embedding and feed "
+                          "zeros")
+    ours = dict(overrides)
+    for theirs, name in RENAMED_KEYWORDS.items():
+        if theirs in ours:
+            value = ours.pop(theirs)
+            if name in ours and ours[name] != value:
+                raise ConfigError(f"build_transformer_model: {theirs}={value!r} and "
+                                  f"{name}={ours[name]!r} name the same setting; give one")
+            ours[name] = value
+    return ours
 
 
 def _read_config(config_path, model: str, overrides: dict) -> TransformerConfig:

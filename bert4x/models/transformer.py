@@ -18,7 +18,7 @@ import keras
 from bert4x.config import GAU_FAMILIES, TransformerConfig
 from bert4x.layers import activations
 from bert4x.layers import (
-    APPLICATIONS, AttentionMask, BiasAdd, FeedForward, GatedAttentionUnit, LayerNormalization,
+    APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit, LayerNormalization,
     MultiHeadAttention, Pooler, PositionEmbedding, TokenEmbedding,
 )
 
@@ -35,6 +35,17 @@ class Transformer:
     the pooled output and/or MLM output when those heads are requested; every intermediate
     tensor stays reachable through ``model.get_layer(name).output``.
 
+    With ``padding_mask`` (the default) the sequence and MLM outputs carry Keras' padding mask
+    (token id 0 is padding), as bert4keras' models do: layers such as ``GlobalPointer`` and the
+    CRF, and loss code that reads ``mask``, then skip padding. Keras also applies that mask to
+    a compiled loss, averaging over real tokens only; a model whose loss weights positions
+    itself is built with ``padding_mask=False``.
+
+    ``norm_condition`` (a Keras tensor [batch, c], e.g. a class embedding) makes every norm a
+    conditional layer norm whose gamma and beta are shifted by projections of it (through a
+    ``condition_hidden_units`` dense layer first, if given); the inputs it comes from go in
+    ``extra_inputs``, which the model takes after its own.
+
     ``decode_step(model, ...)`` runs the same layers incrementally; see its docstring.
     """
 
@@ -47,7 +58,9 @@ class Transformer:
     default_attention_scale = "sqrt"
 
     def __init__(self, config: TransformerConfig, application="encoder", with_pool=False,
-                 with_mlm=False, name=None):
+                 with_mlm=False, name=None, padding_mask=True, norm_condition=None,
+                 condition_hidden_units=None, condition_hidden_activation="linear",
+                 extra_inputs=()):
         if application not in APPLICATIONS:
             raise ValueError(f"application must be one of {APPLICATIONS}, got {application!r}")
         if with_pool and not self.supports_pool:
@@ -60,6 +73,11 @@ class Transformer:
         self.application = application
         self.with_pool = with_pool
         self.with_mlm = with_mlm
+        self.padding_mask = padding_mask
+        self.norm_condition = norm_condition
+        self.condition_options = dict(condition_hidden_units=condition_hidden_units,
+                                      condition_hidden_activation=condition_hidden_activation)
+        self.extra_inputs = list(extra_inputs)
         self.name = name or self.model_name
         self._reset()
 
@@ -102,7 +120,10 @@ class Transformer:
         return self.make(keras.layers.Dropout, name, rate=rate)(x) if rate else x
 
     def norm(self, x, name):
-        return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps)(x)
+        if self.norm_condition is None:
+            return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps)(x)
+        return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps,
+                         conditional=True, **self.condition_options)([x, self.norm_condition])
 
     def dense(self, x, units, name, activation=None, use_bias=True):
         return self.make(keras.layers.Dense, name, units=units,
@@ -127,6 +148,7 @@ class Transformer:
         if self.rope == "2d":
             self.positions = keras.Input(shape=(None, 2), dtype="float32", name="Input-Position")
             inputs.append(self.positions)
+        inputs.extend(self.extra_inputs)
         mask = AttentionMask(self.application, name="Attention-Mask")([token_ids, segment_ids])
         x = self.apply_embeddings(token_ids, segment_ids)
         x = self.apply_layers(x, mask)
@@ -158,6 +180,9 @@ class Transformer:
         if self.config.chunk_size is not None:
             raise ValueError("FLASH mixed-chunk attention has no incremental decoding; "
                              "build the decoder's model without chunk_size")
+        if self.norm_condition is not None:
+            raise ValueError("a model with conditional norms has no incremental decoding; "
+                             "decode with use_cache=False")
 
     def decode_step(self, model: keras.Model, token_ids, segment_ids, positions, mask, keys,
                     values, index):
@@ -185,13 +210,14 @@ class Transformer:
         cfg = self.config
         self.token_embedding = self.make(
             TokenEmbedding, "Embedding-Token", input_dim=cfg.vocab_size,
-            output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer)
+            output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer,
+            mask_zero=self.padding_mask)
         x = self.token_embedding(token_ids)
         if cfg.type_vocab_size:
             s = self.make(TokenEmbedding, "Embedding-Segment", input_dim=cfg.type_vocab_size,
                           output_dim=cfg.embedding_dim,
                           embeddings_initializer=self.initializer)(segment_ids)
-            x = self.make(keras.layers.Add, "Embedding-Token-Segment")([x, s])
+            x = self.make(EmbeddingSum, "Embedding-Token-Segment")([x, s])
         return x
 
     def apply_embeddings(self, token_ids, segment_ids):
@@ -279,6 +305,12 @@ class RoFormerV2(RoFormer):
     hf_prefix = None
     supports_pool = False
     use_bias = False
+
+    def __init__(self, config: TransformerConfig, **kwargs):
+        if kwargs.get("norm_condition") is not None:
+            raise ValueError(f"model={self.model_name!r} has parameter-free norms, which a "
+                             "condition cannot shift; use model='roformer' or 'bert'")
+        super().__init__(config, **kwargs)
 
     def norm(self, x, name):
         return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps,
