@@ -36,7 +36,7 @@ class AdamW(keras.optimizers.AdamW):
         self.multipliers = dict(multipliers or {})
 
     def apply(self, grads, trainable_variables=None):
-        return super().apply([_dense(g) for g in grads], trainable_variables)
+        return super().apply(dense_gradients(grads), trainable_variables)
 
     def build(self, var_list):
         super().build(var_list)
@@ -53,11 +53,15 @@ class AdamW(keras.optimizers.AdamW):
         return {**super().get_config(), "multipliers": self.multipliers}
 
 
-def _dense(gradient):
-    if gradient is not None and type(gradient).__name__ == "IndexedSlices":
-        import tensorflow as tf
-        return tf.convert_to_tensor(gradient)
-    return gradient
+def dense_gradients(grads):
+    """``grads`` with TensorFlow's ``IndexedSlices`` (embedding gradients) made dense."""
+    dense = []
+    for gradient in grads:
+        if gradient is not None and type(gradient).__name__ == "IndexedSlices":
+            import tensorflow as tf
+            gradient = tf.convert_to_tensor(gradient)
+        dense.append(gradient)
+    return dense
 
 
 def layerwise_multipliers(model: keras.Model, decay: float) -> Dict[str, float]:
