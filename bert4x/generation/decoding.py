@@ -2,7 +2,9 @@
 
 One :class:`AutoRegressiveDecoder` wraps a model built by :func:`bert4x.build_transformer_model`
 (``application="lm"`` or ``"unilm"``, ``with_mlm`` set). It decodes one input at a time; the
-rows of a step (beams, samples) run as one batch through a key/value cache.
+rows of a step (beams, samples) run as one batch through a key/value cache. The algorithms
+live in :class:`SearchAlgorithms`, which runs over any runner: bert4keras' subclass API
+(:mod:`bert4x.generation.subclass_api`) drives them with the user's ``predict``.
 
 Hooks shared by all three algorithms, applied to each step's log-probabilities [rows, vocab]:
 
@@ -41,42 +43,18 @@ class Hypothesis:
     finished: bool
 
 
-class AutoRegressiveDecoder:
-    """Decode continuations of a token prefix with a bert4x ``lm`` or ``unilm`` model.
+class SearchAlgorithms:
+    """Greedy search, beam search and sampling over a runner (see
+    :mod:`bert4x.generation.runners`): anything with ``start(prefix, max_new_tokens)`` and
+    ``advance(parents, tokens)`` returning next-token log-probabilities [rows, vocab]."""
 
-    For ``unilm`` the prefix is the source segment (``[CLS] source [SEP]``) and generated tokens
-    are segment 1; for ``lm`` everything is segment 0. ``use_cache=False`` re-reads the whole
-    sequence each step, which is slower and exists to check the cache.
-    """
-
-    def __init__(self, model, end_id: Optional[int], max_new_tokens: int = 32, min_ends: int = 1,
-                 use_cache: bool = True):
+    def __init__(self, runner, end_id: Optional[int], max_new_tokens: int = 32, min_ends: int = 1):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if min_ends < 1:
             raise ValueError(f"min_ends must be >= 1, got {min_ends}")
-        application = _application(model)
+        self.runner = runner
         self.end_id, self.max_new_tokens, self.min_ends = end_id, max_new_tokens, min_ends
-        self.vocab_size = model.get_layer("Embedding-Token").input_dim
-        self.max_positions = _max_positions(model)
-        new_segment_id = 1 if application == "unilm" else 0
-        if use_cache:
-            builder = getattr(model, "_bert4x_builder", None)
-            if builder is None:
-                raise ValueError("this model was not built by bert4x.build_transformer_model, so "
-                                 "it cannot decode incrementally; build it there or pass "
-                                 "use_cache=False")
-            builder.check_decodable()
-            step = lambda inputs: builder.decode_step(model, *inputs)  # noqa: E731
-            self.runner = CachedRunner(
-                compile_function(step), builder.cache_shapes(),
-                builder.config.num_hidden_layers, causal_prefix=application == "lm",
-                new_segment_id=new_segment_id)
-        else:
-            logits_model = _logits_model(model)
-            self.runner = FullRunner(
-                compile_function(lambda inputs: logits_model(inputs, training=False)),
-                new_segment_id)
 
     # Algorithms ----------------------------------------------------------------------------
     def greedy(self, prefix: Sequence[int], constraint=None,
@@ -130,7 +108,7 @@ class AutoRegressiveDecoder:
             for rank, candidate in enumerate(order):
                 if flat[candidate] == NEG_INF or len(next_alive) == beam_size:
                     break
-                parent, token = divmod(int(candidate), self.vocab_size)
+                parent, token = divmod(int(candidate), scores.shape[1])
                 sequence = alive[parent] + [token]
                 if self._ended(sequence):
                     if rank < beam_size:
@@ -200,18 +178,6 @@ class AutoRegressiveDecoder:
 
     # Shared steps ----------------------------------------------------------------------------
     def _start(self, prefix) -> np.ndarray:
-        prefix = np.asarray(prefix, dtype="int64")
-        if prefix.ndim != 1 or prefix.size == 0:
-            raise ValueError("prefix must be a non-empty sequence of token ids "
-                             "(for UniLM: the encoded source, [CLS] ... [SEP])")
-        if prefix.min() < 1 or prefix.max() >= self.vocab_size:
-            raise ValueError(f"prefix ids must be in [1, {self.vocab_size}) (0 is padding), "
-                             f"got {prefix.min()}..{prefix.max()}")
-        if self.max_positions is not None and len(prefix) + self.max_new_tokens > \
-                self.max_positions:
-            raise ValueError(f"prefix length {len(prefix)} + max_new_tokens "
-                             f"{self.max_new_tokens} exceeds max_position_embeddings="
-                             f"{self.max_positions}; shorten the prefix")
         return self.runner.start(prefix, self.max_new_tokens)
 
     def _scores(self, log_probs, generated, constraint, score_fn):
@@ -247,6 +213,56 @@ class AutoRegressiveDecoder:
         best = float(np.max(alive_totals))
         longest = self.max_new_tokens if length_penalty > 0 and best < 0 else length
         return best / longest ** length_penalty <= worst_kept
+
+
+class AutoRegressiveDecoder(SearchAlgorithms):
+    """Decode continuations of a token prefix with a bert4x ``lm`` or ``unilm`` model.
+
+    For ``unilm`` the prefix is the source segment (``[CLS] source [SEP]``) and generated tokens
+    are segment 1; for ``lm`` everything is segment 0. ``use_cache=False`` re-reads the whole
+    sequence each step, which is slower and exists to check the cache.
+    """
+
+    def __init__(self, model, end_id: Optional[int], max_new_tokens: int = 32, min_ends: int = 1,
+                 use_cache: bool = True):
+        super().__init__(model_runner(model, use_cache), end_id, max_new_tokens, min_ends)
+        self.vocab_size = model.get_layer("Embedding-Token").input_dim
+        self.max_positions = _max_positions(model)
+
+    def _start(self, prefix) -> np.ndarray:
+        prefix = np.asarray(prefix, dtype="int64")
+        if prefix.ndim != 1 or prefix.size == 0:
+            raise ValueError("prefix must be a non-empty sequence of token ids "
+                             "(for UniLM: the encoded source, [CLS] ... [SEP])")
+        if prefix.min() < 1 or prefix.max() >= self.vocab_size:
+            raise ValueError(f"prefix ids must be in [1, {self.vocab_size}) (0 is padding), "
+                             f"got {prefix.min()}..{prefix.max()}")
+        if self.max_positions is not None and len(prefix) + self.max_new_tokens > \
+                self.max_positions:
+            raise ValueError(f"prefix length {len(prefix)} + max_new_tokens "
+                             f"{self.max_new_tokens} exceeds max_position_embeddings="
+                             f"{self.max_positions}; shorten the prefix")
+        return super()._start(prefix)
+
+
+def model_runner(model, use_cache: bool = True):
+    """The runner for a bert4x ``lm``/``unilm`` model: cached, or re-reading every step."""
+    application = _application(model)
+    new_segment_id = 1 if application == "unilm" else 0
+    if not use_cache:
+        logits_model = _logits_model(model)
+        return FullRunner(compile_function(lambda inputs: logits_model(inputs, training=False)),
+                          new_segment_id)
+    builder = getattr(model, "_bert4x_builder", None)
+    if builder is None:
+        raise ValueError("this model was not built by bert4x.build_transformer_model, so "
+                         "it cannot decode incrementally; build it there or pass "
+                         "use_cache=False")
+    builder.check_decodable()
+    step = lambda inputs: builder.decode_step(model, *inputs)  # noqa: E731
+    return CachedRunner(compile_function(step), builder.cache_shapes(),
+                        builder.config.num_hidden_layers, causal_prefix=application == "lm",
+                        new_segment_id=new_segment_id)
 
 
 def _top_indices(values: np.ndarray, count: int) -> np.ndarray:

@@ -82,7 +82,7 @@ class CachedRunner:
         self.layers = layers
         self.causal_prefix = causal_prefix
         self.new_segment_id = new_segment_id
-        self.keys = self.values = None
+        self.keys = self.values = self.last_logits = None
         self.length = self.max_len = 0
 
     def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
@@ -118,4 +118,5 @@ class CachedRunner:
         logits, self.keys, self.values = self.step_function([
             tokens.astype("int32"), segments, positions.astype("int32"), allowed,
             self.keys, self.values, np.asarray(index, "int32")])
-        return log_softmax(logits[:, -1])
+        self.last_logits = logits[:, -1]  # for callers that want the model's raw output
+        return log_softmax(self.last_logits)
