@@ -26,7 +26,9 @@ setup(
     extras_require={
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
         "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
-                 "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2"],
+                 "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk"],
+        # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
+        "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
         "jax": ["jax[cpu]>=0.4.30,<=0.10.2"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).

@@ -171,12 +171,13 @@ class DataGenerator:
         while True:
             for inputs, *rest in self.__iter__(random):
                 targets = rest[0] if rest else None
-                yield (_as_tuple(inputs),) if targets is None else (_as_tuple(inputs), targets)
+                yield (_for_model(inputs),) if targets is None else (_for_model(inputs),
+                                                                     _for_model(targets))
 
     def _inputs(self, random: bool):
         while True:
             for inputs, *_ in self.__iter__(random):
-                yield (_as_tuple(inputs),)
+                yield (_for_model(inputs),)
 
     def forfit(self, random: bool = True):
         """Endless ``(inputs, targets)`` batches for ``fit`` (reshuffled each pass when
@@ -196,23 +197,42 @@ def _for_keras(make_batches):
         return make_batches()
     import tensorflow as tf
 
-    signature = keras.tree.map_structure(_variable_spec, next(make_batches()))
+    first = next(make_batches())
+    lengths = _padded_lengths(first[0])
+    signature = keras.tree.map_structure(lambda a: _variable_spec(a, lengths), first)
     return tf.data.Dataset.from_generator(make_batches, output_signature=signature)
 
 
-def _as_tuple(inputs):
-    """bert4keras scripts yield ``[token_ids, segment_ids]``; Keras wants a tuple of inputs."""
-    return tuple(inputs) if isinstance(inputs, list) else inputs
+def _padded_lengths(inputs) -> set:
+    """The padded lengths of a batch: axis 1 of its integer (token-like) input arrays,
+    leaving out label columns fed as inputs ([batch, 1])."""
+    return {np.shape(a)[1] for a in keras.tree.flatten(inputs)
+            if np.ndim(a) >= 2 and np.shape(a)[1] > 1
+            and np.issubdtype(np.asarray(a).dtype, np.integer)}
 
 
-def _variable_spec(array):
+def _for_model(arrays):
+    """A batch part as Keras 2 handed it to a model: lists (``[token_ids, segment_ids]``, one
+    label array per output) become the tuples Keras 3 and ``tf.data`` want, and float64
+    arrays (NumPy's default) become ``floatx``, as Keras 2 cast them to its float32
+    placeholders; a loss or metric would otherwise mix float64 labels with float32 scores."""
+    if isinstance(arrays, (list, tuple)):
+        return tuple(_for_model(a) for a in arrays)
+    if isinstance(arrays, np.ndarray) and arrays.dtype == np.float64:
+        return arrays.astype(keras.config.floatx())
+    return arrays
+
+
+def _variable_spec(array, padded_lengths):
     import tensorflow as tf
 
     array = np.asarray(array)
     shape = [None] * array.ndim
     # The last axis keeps its size when it is a feature axis (one-hot labels, vectors) or a
-    # label column ([batch, 1]): losses need those sizes, padding never changes them.
-    if array.ndim >= 2 and (np.issubdtype(array.dtype, np.floating) or array.shape[-1] == 1):
+    # label column ([batch, 1]): losses need those sizes, padding never changes them. It
+    # varies when it is as long as the padded inputs: an [n, n] span matrix, say.
+    if array.ndim >= 2 and (np.issubdtype(array.dtype, np.floating) or array.shape[-1] == 1) \
+            and array.shape[-1] not in padded_lengths:
         shape[-1] = array.shape[-1]
     return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
 

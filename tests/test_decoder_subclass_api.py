@@ -111,3 +111,22 @@ def test_wraps_temperature_and_rtype():
         decoder.predict([], None, None, rtype="scores")
     with pytest.raises(NotImplementedError, match="subclass AutoRegressiveDecoder"):
         AutoRegressiveDecoder(None, 2, 3).predict([], None)
+
+
+def test_a_training_model_with_a_loss_layer_decodes_through_the_cache(model):
+    """The seq2seq examples decode with their training model (outputs behind a Loss layer)."""
+    import keras
+
+    from bert4x.layers import Loss
+
+    class CrossEntropy(Loss):
+        def compute_loss(self, inputs, mask=None):
+            return keras.ops.mean(inputs[2])
+
+    output = CrossEntropy(2)(model.inputs + model.outputs)
+    train_model = keras.Model(model.inputs, output)
+    script = TitleDecoder(train_model, start_id=None, end_id=END, maxlen=8)
+    expected = OurDecoder(model, end_id=END, max_new_tokens=8).beam_search(
+        SOURCE, beam_size=2, num_results=1)[0]
+    assert script.generate(np.array(SOURCE), topk=2) == expected.tokens
+    assert script.last_token(train_model).runner is not None

@@ -126,7 +126,7 @@ def test_unknown_model_and_head_combinations():
     with pytest.raises(ValueError, match="no pooler"):
         build_transformer_model(CONFIG, model="roformer_v2", with_pool=True)
     with pytest.raises(ValueError, match="with_mlm=True"):
-        build_transformer_model(CONFIG, application="lm")
+        build_transformer_model(CONFIG, application="lm", with_mlm=False)
 
 
 def test_checkpoint_of_another_architecture_is_recognised(tmp_path):

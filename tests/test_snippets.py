@@ -182,3 +182,49 @@ def test_parallel_apply_runs_closures_in_processes_and_threads():
         open_file(__file__, indexable=True)
     with open_file(__file__, encoding="utf-8") as handle:
         assert "parallel_apply" in handle.read()
+
+
+def test_sequence_padding_keeps_float_labels_and_gives_int32_ids():
+    soft = sequence_padding([np.array([0.25, 0.5]), np.array([0.75])])
+    assert soft.dtype == np.float64 and soft.tolist() == [[0.25, 0.5], [0.75, 0.0]]
+    assert sequence_padding([[1, 2], [3]]).dtype == np.int32
+
+
+class SpanGenerator(DataGenerator):
+    """A GlobalPointer-style generator: float64 [types, n, n] span matrices as one of two
+    label arrays, yielded as lists the way bert4keras scripts yield them."""
+
+    def __iter__(self, random=False):
+        batch_token_ids, batch_spans = [], []
+        for is_end, token_ids in self.sample(random):
+            spans = np.zeros((2, len(token_ids), len(token_ids)))
+            spans[0, 0, -1] = 1
+            batch_token_ids.append(token_ids)
+            batch_spans.append(spans)
+            if len(batch_token_ids) == self.batch_size or is_end:
+                token_ids = sequence_padding(batch_token_ids)
+                yield [token_ids, np.zeros_like(token_ids)], \
+                    [sequence_padding(batch_spans, seq_dims=3), token_ids[:, :1] * 0]
+                batch_token_ids, batch_spans = [], []
+
+
+def test_span_matrices_of_varying_length_and_several_outputs_train():
+    from bert4x.layers import GlobalPointer
+
+    data = [[1, 2, 3], [3, 2, 1], [4, 5, 6, 7, 8, 9]]  # batches of 3, 3 and 6 tokens
+    generator = SpanGenerator(data, batch_size=1)
+    inputs, (spans, column) = next(generator._batches(False))
+    assert spans.dtype == np.float32  # Keras 2 cast float64 batches to its float32 inputs
+    encoder = build_transformer_model(dict(vocab_size=30, hidden_size=16, num_hidden_layers=1,
+                                           num_attention_heads=2, intermediate_size=24,
+                                           max_position_embeddings=16))
+    pointer = GlobalPointer(2, 8)(encoder.output)
+    first = keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x[:, 0])(encoder.output))
+    model = keras.Model(encoder.inputs, [pointer, first])
+
+    def span_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_true - keras.ops.sigmoid(y_pred)) * y_true)
+
+    model.compile(optimizer="adam", loss=[span_loss, "mse"])
+    history = model.fit(generator.forfit(random=False), steps_per_epoch=3, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

@@ -155,25 +155,23 @@ class PredictRunner:
 class LastTokenPredictor:
     """``model``'s outputs at the last position of ``[token_ids, segment_ids]`` rows.
 
-    For a model built by bert4x (one MLM output, decodable) calls whose rows extend the
-    previous call's rows by one token go through a key/value cache; anything else (a first
-    call whose rows differ, other models, more outputs) runs the whole model.
+    For a model built by bert4x (one MLM output, decodable), or a model whose one output is
+    that MLM output passed through ``Loss`` layers (a script's training model), calls whose
+    rows extend the previous call's rows by one token go through a key/value cache; anything
+    else (a first call whose rows differ, other models, more outputs) runs the whole model.
     """
 
     def __init__(self, model, max_new_tokens: int):
         self.model, self.max_new_tokens = model, max_new_tokens
         self._full = compile_function(lambda inputs: model(inputs, training=False))
-        self.runner = self._cached_runner(model)
-        self.rows: Dict[Tuple[int, ...], int] = {}
-
-    @staticmethod
-    def _cached_runner(model):
-        if getattr(model, "_bert4x_builder", None) is None or len(model.outputs) != 1:
-            return None
-        try:
-            return model_runner(model, use_cache=True)
-        except ValueError:  # not decodable incrementally (conditional norms, FLASH chunks...)
-            return None
+        self.bert4x_model = _bert4x_model_behind(model)
+        self.rows: Dict[Tuple[int, ...], int] = {}  # the cached rows, by their tokens
+        self.runner = None
+        if self.bert4x_model is not None:
+            try:
+                self.runner = model_runner(self.bert4x_model, use_cache=True)
+            except ValueError:  # not incrementally decodable (conditional norms, FLASH chunks)
+                self.runner = None
 
     def __call__(self, inputs):
         return self.predict(inputs)
@@ -183,7 +181,7 @@ class LastTokenPredictor:
             token_ids, segment_ids = (np.asarray(x) for x in inputs)
             logits = self._cached(token_ids.astype("int32"), segment_ids.astype("int32"))
             if logits is not None:
-                activation = self.model.get_layer("MLM-Activation").activation
+                activation = self.bert4x_model.get_layer("MLM-Activation").activation
                 return ops.convert_to_numpy(activation(ops.convert_to_tensor(logits)))
         self.rows = {}
         outputs = self._full(list(inputs))
@@ -221,3 +219,22 @@ class LastTokenPredictor:
 
     def _remember(self, token_ids):
         self.rows = {tuple(row): index for index, row in enumerate(token_ids)}
+
+
+def _bert4x_model_behind(model):
+    """The bert4x model whose MLM output ``model``'s single output is, directly or through
+    :class:`~bert4x.layers.Loss` layers (which pass a chosen input through); else None."""
+    from bert4x.layers import Loss
+
+    if len(model.outputs) != 1:
+        return None
+    tensor = model.outputs[0]
+    while True:
+        layer, node_index, _ = tensor._keras_history
+        builder = getattr(layer, "_bert4x_builder", None)
+        if builder is not None:
+            return builder.built_model
+        if not isinstance(layer, Loss) or not isinstance(layer.output_axis, int):
+            return None
+        inputs = layer._inbound_nodes[node_index].arguments.args[0]
+        tensor = inputs[layer.output_axis]

@@ -111,13 +111,15 @@ class ConditionalRandomField(_TransitionLayer):
         scores = ops.where(mask[..., None], scores, 0.0)
 
         def step(alpha, inputs):
-            emission, real = inputs
+            emission, real = inputs[:, :-1], inputs[:, -1:] > 0
             advanced = ops.logsumexp(alpha[:, :, None] + trans[None], axis=1) + emission
-            alpha = ops.where(real[:, None], advanced, alpha)
-            return alpha, None
+            alpha = ops.where(real, advanced, alpha)
+            return alpha, alpha  # scan wants a per-step output (TF refuses None)
 
-        steps = (ops.moveaxis(scores[:, 1:], 1, 0), ops.moveaxis(mask[:, 1:], 1, 0))
-        alpha, _ = ops.scan(step, scores[:, 0], steps)
+        # One scanned tensor, the mask as a last channel: Keras' TF scan fails on several
+        # sequences of unknown length.
+        steps = ops.concatenate([scores, ops.cast(mask, scores.dtype)[..., None]], axis=-1)
+        alpha, _ = ops.scan(step, scores[:, 0], ops.moveaxis(steps[:, 1:], 1, 0))
         return ops.logsumexp(alpha, axis=-1)
 
     def sparse_loss(self, y_true, y_pred):

@@ -39,7 +39,9 @@ class LayerNormalization(keras.layers.Layer):
         self.conditional = conditional
         self.condition_hidden_units = condition_hidden_units
         self.condition_hidden_activation = condition_hidden_activation
-        self.condition_hidden_initializer = keras.initializers.get(condition_hidden_initializer)
+        # Kept as given and resolved in build(): a Keras initializer made here would draw a
+        # seed, shifting the random initialisation of every layer created after this one.
+        self.condition_hidden_initializer = condition_hidden_initializer
 
     def build(self, input_shape):
         x_shape = input_shape[0] if self.conditional else input_shape
@@ -54,7 +56,8 @@ class LayerNormalization(keras.layers.Layer):
         if self.condition_hidden_units:
             self.condition_dense = keras.layers.Dense(
                 self.condition_hidden_units, activation=self.condition_hidden_activation,
-                use_bias=False, kernel_initializer=self.condition_hidden_initializer,
+                use_bias=False,
+                kernel_initializer=keras.initializers.get(self.condition_hidden_initializer),
                 name="condition_hidden", dtype=self.dtype_policy,
             )
             self.condition_dense.build(input_shape[1])
@@ -112,6 +115,8 @@ class LayerNormalization(keras.layers.Layer):
             "conditional": self.conditional,
             "condition_hidden_units": self.condition_hidden_units,
             "condition_hidden_activation": self.condition_hidden_activation,
-            "condition_hidden_initializer": keras.initializers.serialize(
-                self.condition_hidden_initializer),
+            "condition_hidden_initializer": (
+                self.condition_hidden_initializer
+                if isinstance(self.condition_hidden_initializer, str)
+                else keras.initializers.serialize(self.condition_hidden_initializer)),
         }

@@ -26,8 +26,13 @@ class TransformerModel:
         self.config = builder.config
         self.model_name = builder.model_name
         self.model = builder.build()
-        # Decoders find the builder here to wire the model's layers into a cached step model.
+        # Decoders find the builder here to wire the model's layers into a cached step model,
+        # and the model from its MLM output layer when a script wraps that output in another
+        # model (a training model with a Loss layer, say).
         self.model._bert4x_builder = builder
+        builder.built_model = self.model
+        if builder.with_mlm:
+            self.model.get_layer("MLM-Activation")._bert4x_builder = builder
         self.load_report: Optional[LoadReport] = None
 
     @property

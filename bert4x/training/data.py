@@ -13,11 +13,14 @@ import keras
 import numpy as np
 
 
-def sequence_padding(sequences: Sequence[Sequence], length=None, value=0, dtype="int32",
+def sequence_padding(sequences: Sequence[Sequence], length=None, value=0, dtype=None,
                      seq_dims: int = 1, mode: str = "post") -> np.ndarray:
     """Stack variable-length sequences into one array, padding (or cutting) the first
     ``seq_dims`` axes to ``length`` (an int, one per axis, or the longest), at the end
-    (``mode="post"``) or the start (``"pre"``)."""
+    (``mode="post"``) or the start (``"pre"``).
+
+    ``dtype`` defaults to int32 for integer sequences (token ids, as Keras inputs want) and
+    to the sequences' own type otherwise, so float labels are never truncated."""
     if len(sequences) == 0:
         raise ValueError("sequence_padding needs at least one sequence")
     if mode not in ("post", "pre"):
@@ -35,6 +38,9 @@ def sequence_padding(sequences: Sequence[Sequence], length=None, value=0, dtype=
     if any(a.shape[seq_dims:] != trailing for a in arrays):
         raise ValueError("sequences differ in their trailing dimensions: "
                          f"{sorted({a.shape[seq_dims:] for a in arrays})}")
+    if dtype is None:
+        dtype = np.result_type(*arrays)
+        dtype = "int32" if np.issubdtype(dtype, np.integer) or dtype == bool else dtype
     out = np.full((len(arrays),) + lengths + trailing, value, dtype=dtype)
     for row, array in zip(out, arrays):
         kept = array[tuple(slice(n) for n in lengths)]
