@@ -188,6 +188,53 @@ class DataGenerator:
         """Endless input batches for ``predict(..., steps=len(generator))``."""
         return _for_keras(lambda: self._inputs(random))
 
+    def to_dataset(self, types, shapes, names=None, padded_batch: bool = False):
+        """A ``tf.data.Dataset`` of the items ``__iter__`` yields, batched by ``batch_size``
+        (padded to the longest with ``padded_batch``), as bert4keras' ``to_dataset``:
+        ``types``/``shapes`` describe one item, e.g. ``(("int32", "int32"), "int32")`` and
+        ``(([None], [None]), [1])``; ``names`` turns items into dicts keyed by those names
+        (one name, a list of names, or one list per part of the item)."""
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError("to_dataset builds a tf.data.Dataset, which needs the "
+                                      "TensorFlow backend; use forfit() on other backends")
+        import tensorflow as tf
+
+        wrap = _named(names)
+        types, shapes = wrap(_nested_tuples(types)), wrap(_nested_tuples(shapes))
+
+        def items():
+            while True:
+                for item in self.__iter__(True):
+                    yield wrap(_for_model(item))
+
+        if padded_batch:
+            dataset = tf.data.Dataset.from_generator(items, output_types=types)
+            return dataset.padded_batch(self.batch_size, shapes)
+        dataset = tf.data.Dataset.from_generator(items, output_types=types,
+                                                 output_shapes=shapes)
+        return dataset.batch(self.batch_size)
+
+
+def _nested_tuples(structure):
+    """Lists inside ``types``/``shapes`` as tuples, except a shape's own list of sizes."""
+    if isinstance(structure, (list, tuple)) and structure and \
+            all(isinstance(s, (int, type(None))) for s in structure):
+        return list(structure)
+    if isinstance(structure, (list, tuple)):
+        return tuple(_nested_tuples(s) for s in structure)
+    return structure
+
+
+def _named(names):
+    """How an item becomes dicts under ``names`` (bert4keras' three forms), or stays as is."""
+    if names is None:
+        return lambda item: item
+    if isinstance(names, str):
+        return lambda item: {names: item}
+    if isinstance(names[0], str):
+        return lambda item: dict(zip(names, item))
+    return lambda item: tuple(dict(zip(keys, values)) for keys, values in zip(names, item))
+
 
 def _for_keras(make_batches):
     """What Keras 3 reads without fixing padded lengths from the first batches: under

@@ -228,3 +228,35 @@ def test_span_matrices_of_varying_length_and_several_outputs_train():
     model.compile(optimizer="adam", loss=[span_loss, "mse"])
     history = model.fit(generator.forfit(random=False), steps_per_epoch=3, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+class ExampleGenerator(DataGenerator):
+    """Yields one example at a time, for ``to_dataset`` to batch (bert4keras' usage)."""
+
+    def __iter__(self, random=False):
+        for _, (token_ids, label) in self.sample(random):
+            yield [token_ids, [0] * len(token_ids)], [label]
+
+
+def test_to_dataset_batches_and_pads_examples_and_names_them():
+    data = [([1, 2, 3], 0), ([4, 5], 1), ([6], 0), ([7, 8, 9, 10], 1)]
+    generator = ExampleGenerator(data, batch_size=2)
+    dataset = generator.to_dataset(types=[["int32", "int32"], "int32"],
+                                   shapes=[[[None], [None]], [1]], padded_batch=True)
+    (token_ids, segment_ids), labels = next(iter(dataset))
+    assert token_ids.shape[0] == 2 and labels.shape == (2, 1)
+    rows = {tuple(row[row > 0].tolist()) for row in token_ids.numpy()}
+    assert rows <= {(1, 2, 3), (4, 5), (6,), (7, 8, 9, 10)}
+    assert token_ids.shape[1] == max(len(r) for r in rows)  # padded to the longest
+    flat = FlatExamples(data, batch_size=2)
+    named = flat.to_dataset(types=["int32", "int32", "int32"], shapes=[[None], [None], [1]],
+                            names=["Input-Token", "Input-Segment", "label"], padded_batch=True)
+    batch = next(iter(named))
+    assert set(batch) == {"Input-Token", "Input-Segment", "label"}
+    assert batch["label"].shape == (2, 1)
+
+
+class FlatExamples(ExampleGenerator):
+    def __iter__(self, random=False):
+        for (token_ids, segment_ids), label in super().__iter__(random):
+            yield token_ids, segment_ids, label
