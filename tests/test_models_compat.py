@@ -107,3 +107,31 @@ def test_conditional_norms_load_and_start_as_the_plain_model(saved_model):
     with pytest.raises(ValueError, match="parameter-free norms"):
         build_transformer_model(dict(CONFIG), model="roformer_v2", layer_norm_cond=condition,
                                 additional_input_layers=class_ids)
+
+
+def test_prefixed_models_share_a_graph_load_export_and_decode(saved_model, tmp_path):
+    from bert4x.generation import AutoRegressiveDecoder
+
+    directory, _ = saved_model
+    plain = build_transformer_model(dict(CONFIG), directory, application="lm")
+    first = build_transformer_model(dict(CONFIG), directory, application="lm",
+                                    prefix="Predecessor-", return_keras_model=False)
+    second = build_transformer_model(dict(CONFIG), directory, prefix="Successor-")
+    assert first.model.get_layer("Predecessor-Embedding-Token") is not None
+    assert [t.name for t in first.model.inputs] == ["Predecessor-Input-Token",
+                                                    "Predecessor-Input-Segment"]
+    both = keras.Model(first.model.inputs, [first.model.output,
+                                            second(first.model.inputs)])
+    token_ids, segment_ids = random_batch(CONFIG["vocab_size"], [6, 3])
+    predicted, _ = both.predict([token_ids, segment_ids], verbose=0)
+    np.testing.assert_allclose(predicted, plain.predict([token_ids, segment_ids], verbose=0),
+                               atol=1e-6)
+    first.export_huggingface(tmp_path / "exported")
+    reloaded = build_transformer_model(dict(CONFIG), tmp_path / "exported", application="lm")
+    np.testing.assert_allclose(reloaded.predict([token_ids, segment_ids], verbose=0),
+                               predicted, atol=1e-6)
+    prefix = [5, 7, 9]
+    ours = AutoRegressiveDecoder(plain, end_id=3, max_new_tokens=4).beam_search(prefix, 2)
+    prefixed = AutoRegressiveDecoder(first.model, end_id=3, max_new_tokens=4).beam_search(
+        prefix, 2)
+    assert [h.tokens for h in prefixed] == [h.tokens for h in ours]

@@ -55,9 +55,12 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
     return values
 
 
-def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None) -> dict:
-    """``{checkpoint name: float32 array}`` for every weight of ``model``."""
-    names = weight_names([variable.path for variable in model.weights], fmt, hf_prefix)
+def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None, layer_prefix="") -> dict:
+    """``{checkpoint name: float32 array}`` for every weight of ``model`` (whose layer names
+    may start with ``layer_prefix``)."""
+    ours = {variable.path: variable.path.removeprefix(layer_prefix) for variable in model.weights}
+    checkpoint_names = weight_names(list(ours.values()), fmt, hf_prefix)
+    names = {path: checkpoint_names[unprefixed] for path, unprefixed in ours.items()}
     unmapped = [path for path, name in names.items() if name is None]
     if unmapped:
         raise CheckpointError(f"the {fmt} format of {model_name!r} has no place for: "
@@ -99,7 +102,8 @@ def _parents(path: str):
 
 
 def export_huggingface(model, directory, config: TransformerConfig, model_name: str,
-                       hf_prefix: str, with_mlm: bool, dtype: str = "float32") -> str:
+                       hf_prefix: str, with_mlm: bool, dtype: str = "float32",
+                       layer_prefix: str = "") -> str:
     """Write ``model``'s weights (stored as ``dtype``: float32 or float16) and config to
     ``directory``; returns the directory."""
     from safetensors.numpy import save_file
@@ -107,7 +111,7 @@ def export_huggingface(model, directory, config: TransformerConfig, model_name: 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     config_values = dict(hf_config(config, model_name, with_mlm), torch_dtype=dtype)
-    tensors = _named_arrays(model, HF, model_name, hf_prefix)
+    tensors = _named_arrays(model, HF, model_name, hf_prefix, layer_prefix)
     if model_name == "roformer":
         # transformers recomputes this fixed table but reports it MISSING when absent.
         tensors[f"{hf_prefix}.encoder.embed_positions.weight"] = _hf_sinusoid_table(
@@ -123,12 +127,12 @@ def export_huggingface(model, directory, config: TransformerConfig, model_name: 
     return os.fspath(directory)
 
 
-def save_google_checkpoint(model, prefix, model_name: str) -> str:
+def save_google_checkpoint(model, prefix, model_name: str, layer_prefix: str = "") -> str:
     """Write ``model``'s weights as a TF checkpoint under Google's variable names
     (``prefix.index`` + ``prefix.data-00000-of-00001``); returns ``prefix``."""
     import tensorflow as tf
 
-    arrays = _named_arrays(model, GOOGLE, model_name)
+    arrays = _named_arrays(model, GOOGLE, model_name, layer_prefix=layer_prefix)
     prefix = os.fspath(prefix)
     directory = os.path.dirname(os.path.abspath(prefix))
     _make_directory(directory)

@@ -95,13 +95,14 @@ def _hf_aliases(names: Sequence[str], prefix: Optional[str]) -> dict:
 def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional[str],
                     keep_tokens: Optional[Sequence[int]] = None, allow_missing: bool = False,
                     allow_unused: bool = False, check_finite: bool = True,
-                    compound_tokens=None, variables=None) -> LoadReport:
+                    compound_tokens=None, variables=None, layer_prefix: str = "") -> LoadReport:
     """Copy checkpoint weights into ``model`` (built by the ``model_name`` family).
 
     Vocabulary-indexed weights are cut to ``keep_tokens``, then extended by one row per item
     of ``compound_tokens``: the mean of the rows of a list of (kept) ids, or a weighted mean
     for an ``(ids, weights)`` pair. ``variables`` limits the load to those of the model's
-    weights (default: all of them).
+    weights (default: all of them); ``layer_prefix`` is what the model's layer names start
+    with (``build_transformer_model(prefix=...)``), left out of the checkpoint names.
 
     A checkpoint whose names fit another family is refused naming that family; with
     ``check_finite`` (the default) so is one holding NaN or infinite weights."""
@@ -110,7 +111,7 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         raise CheckpointError(
             f"{checkpoint.path}: HF transformers has no {model_name!r} model, so HF files cannot "
             f"hold one; load its Google TF checkpoint instead")
-    variables = {variable.path: variable
+    variables = {variable.path.removeprefix(layer_prefix): variable
                  for variable in (model.weights if variables is None else variables)}
     expected = weight_names(variables, checkpoint.fmt, hf_prefix)
     stored = (_hf_aliases(checkpoint.names, hf_prefix) if checkpoint.fmt == HF
@@ -134,7 +135,7 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
             mismatched.append(f"{path} <- {stored[name]}: checkpoint {tuple(value.shape)}, "
                               f"model {tuple(variable.shape)}")
             continue
-        assignments.append((variable, value))
+        assignments.append((variable, stored[name], value))
         loaded.append(path)
 
     leftovers = [n for n in checkpoint.names
@@ -166,9 +167,8 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         raise CheckpointError(f"cannot load {checkpoint.path} into {model_name!r}:\n  "
                               + "\n  ".join(problems))
     if check_finite:
-        _check_finite(checkpoint.path, [(stored[expected[v.path]], value)
-                                        for v, value in assignments])
-    for variable, value in assignments:
+        _check_finite(checkpoint.path, [(name, value) for _, name, value in assignments])
+    for variable, _, value in assignments:
         variable.assign(value.astype(variable.dtype))
     return report
 

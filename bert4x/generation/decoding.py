@@ -226,7 +226,7 @@ class AutoRegressiveDecoder(SearchAlgorithms):
     def __init__(self, model, end_id: Optional[int], max_new_tokens: int = 32, min_ends: int = 1,
                  use_cache: bool = True):
         super().__init__(model_runner(model, use_cache), end_id, max_new_tokens, min_ends)
-        self.vocab_size = model.get_layer("Embedding-Token").input_dim
+        self.vocab_size = bert4x_layer(model, "Embedding-Token").input_dim
         self.max_positions = _max_positions(model)
 
     def _start(self, prefix) -> np.ndarray:
@@ -290,9 +290,15 @@ def _draw(scores, temperature, top_k, top_p, rng) -> int:
     return int(order[rng.choice(len(order), p=probs)])
 
 
+def bert4x_layer(model, name: str):
+    """``model``'s layer ``name``, under the name prefix it was built with, if any."""
+    builder = getattr(model, "_bert4x_builder", None)
+    return model.get_layer((builder.prefix if builder is not None else "") + name)
+
+
 def _application(model) -> str:
     try:
-        application = model.get_layer("Attention-Mask").application
+        application = bert4x_layer(model, "Attention-Mask").application
     except ValueError:
         raise ValueError("decoding needs a bert4x model with an attention mask layer "
                          "(build_transformer_model(..., application='lm' or 'unilm'))") from None
@@ -305,7 +311,7 @@ def _logits_model(model):
     import keras
 
     try:
-        logits = model.get_layer("MLM-Activation").input
+        logits = bert4x_layer(model, "MLM-Activation").input
     except ValueError:
         raise ValueError("decoding needs token predictions: build the model with "
                          "with_mlm=True (or 'linear')") from None
@@ -314,6 +320,6 @@ def _logits_model(model):
 
 def _max_positions(model) -> Optional[int]:
     try:
-        return model.get_layer("Embedding-Position").input_dim
+        return bert4x_layer(model, "Embedding-Position").input_dim
     except ValueError:
         return None  # rotary positions have no table to run past

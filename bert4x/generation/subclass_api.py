@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from keras import ops
 
-from bert4x.generation.decoding import SearchAlgorithms, model_runner
+from bert4x.generation.decoding import SearchAlgorithms, bert4x_layer, model_runner
 from bert4x.generation.runners import compile_function
 
 __all__ = ["AutoRegressiveDecoder"]
@@ -181,7 +181,7 @@ class LastTokenPredictor:
             token_ids, segment_ids = (np.asarray(x) for x in inputs)
             logits = self._cached(token_ids.astype("int32"), segment_ids.astype("int32"))
             if logits is not None:
-                activation = self.bert4x_model.get_layer("MLM-Activation").activation
+                activation = bert4x_layer(self.bert4x_model, "MLM-Activation").activation
                 return ops.convert_to_numpy(activation(ops.convert_to_tensor(logits)))
         self.rows = {}
         outputs = self._full(list(inputs))

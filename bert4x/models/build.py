@@ -32,7 +32,7 @@ class TransformerModel:
         self.model._bert4x_builder = builder
         builder.built_model = self.model
         if builder.with_mlm:
-            self.model.get_layer("MLM-Activation")._bert4x_builder = builder
+            self.model.get_layer(builder.prefix + "MLM-Activation")._bert4x_builder = builder
         self.load_report: Optional[LoadReport] = None
 
     @property
@@ -48,7 +48,7 @@ class TransformerModel:
             self.model, checkpoint_path, self.model_name, self.builder.hf_prefix,
             keep_tokens=keep_tokens, allow_missing=allow_missing, allow_unused=allow_unused,
             check_finite=check_finite, compound_tokens=compound_tokens,
-            variables=self.own_weights())
+            variables=self.own_weights(), layer_prefix=self.builder.prefix)
         return self.load_report
 
     def own_weights(self):
@@ -62,13 +62,14 @@ class TransformerModel:
 
     def save_google_checkpoint(self, prefix) -> str:
         """Write a TF checkpoint with Google's variable names (readable by bert4keras)."""
-        return save_google_checkpoint(self.model, prefix, self.model_name)
+        return save_google_checkpoint(self.model, prefix, self.model_name, self.builder.prefix)
 
     def export_huggingface(self, directory, dtype: str = "float32") -> str:
         """Write ``model.safetensors`` (float32 or float16) + ``config.json`` loadable by HF
         transformers."""
         return export_huggingface(self.model, directory, self.config, self.model_name,
-                                  self.builder.hf_prefix, bool(self.builder.with_mlm), dtype)
+                                  self.builder.hf_prefix, bool(self.builder.with_mlm), dtype,
+                                  self.builder.prefix)
 
 
 #: bert4keras' names for config values, and ours.
@@ -93,8 +94,6 @@ UNSUPPORTED_KEYWORDS = {
     "layers": "reuse layers through model.get_layer(name) in your own graph",
     "attention_caches": "decode with bert4x.generation or bert4x.snippets."
                         "AutoRegressiveDecoder, which keep a key/value cache",
-    "prefix": "build each model separately and combine them as Keras models (layers keep "
-              "bert4x's names inside each)",
 }
 
 
@@ -118,6 +117,7 @@ def build_transformer_model(
     layer_norm_cond_hidden_act: Optional[str] = None,
     additional_input_layers=None,
     ignore_invalid_weights: bool = False,
+    prefix: str = "",
     **overrides,
 ):
     """Build ``model`` (see ``bert4x.models.MODELS``) for ``application``
@@ -134,6 +134,7 @@ def build_transformer_model(
     layer of ``layer_norm_cond_hidden_size`` units (``layer_norm_cond_hidden_act``) if given;
     ``additional_input_layers`` are inputs the model takes after its own (those the condition
     comes from). ``ignore_invalid_weights`` is bert4keras' name for ``allow_missing``.
+    ``prefix`` starts every layer and input name, so that two models share one Keras graph.
     ``check_finite=False`` loads a checkpoint even when it holds NaN or
     infinite weights (refused by default).  The model takes ``[token_ids, segment_ids]``;
     token id 0 is padding, and with ``padding_mask`` (default) the outputs carry that Keras mask
@@ -157,7 +158,7 @@ def build_transformer_model(
         padding_mask=padding_mask, norm_condition=layer_norm_cond,
         condition_hidden_units=layer_norm_cond_hidden_size,
         condition_hidden_activation=layer_norm_cond_hidden_act or "linear",
-        extra_inputs=additional_input_layers or ()))
+        extra_inputs=additional_input_layers or (), prefix=prefix))
     if checkpoint_path is not None:
         built.load_checkpoint(checkpoint_path, keep_tokens=keep_tokens,
                               allow_missing=allow_missing or ignore_invalid_weights,

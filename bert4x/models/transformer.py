@@ -46,6 +46,9 @@ class Transformer:
     ``condition_hidden_units`` dense layer first, if given); the inputs it comes from go in
     ``extra_inputs``, which the model takes after its own.
 
+    ``prefix`` goes before every layer and input name (``Predecessor-Embedding-Token``), so two
+    models can live in one Keras graph; checkpoints load and export without it.
+
     ``decode_step(model, ...)`` runs the same layers incrementally; see its docstring.
     """
 
@@ -60,7 +63,7 @@ class Transformer:
     def __init__(self, config: TransformerConfig, application="encoder", with_pool=False,
                  with_mlm=False, name=None, padding_mask=True, norm_condition=None,
                  condition_hidden_units=None, condition_hidden_activation="linear",
-                 extra_inputs=()):
+                 extra_inputs=(), prefix=""):
         if application not in APPLICATIONS:
             raise ValueError(f"application must be one of {APPLICATIONS}, got {application!r}")
         if with_pool and not self.supports_pool:
@@ -78,6 +81,7 @@ class Transformer:
         self.condition_options = dict(condition_hidden_units=condition_hidden_units,
                                       condition_hidden_activation=condition_hidden_activation)
         self.extra_inputs = list(extra_inputs)
+        self.prefix = prefix
         self.name = name or self.model_name
         self._reset()
 
@@ -112,8 +116,8 @@ class Transformer:
     def make(self, layer_class, name, **kwargs):
         """A new layer, or, during a decoding step, the trained model's layer of that name."""
         if self.reuse is not None:
-            return self.reuse.get_layer(name)
-        return layer_class(name=name, **kwargs)
+            return self.reuse.get_layer(self.prefix + name)
+        return layer_class(name=self.prefix + name, **kwargs)
 
     def dropout(self, x, name):
         rate = self.config.hidden_dropout_prob
@@ -142,14 +146,17 @@ class Transformer:
     # The model ---------------------------------------------------------------------------------
     def build(self) -> keras.Model:
         self._reset()
-        token_ids = self.token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
-        segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
+        token_ids = self.token_ids = keras.Input(shape=(None,), dtype="int32",
+                                                 name=self.prefix + "Input-Token")
+        segment_ids = keras.Input(shape=(None,), dtype="int32", name=self.prefix + "Input-Segment")
         inputs = [token_ids, segment_ids]
         if self.rope == "2d":
-            self.positions = keras.Input(shape=(None, 2), dtype="float32", name="Input-Position")
+            self.positions = keras.Input(shape=(None, 2), dtype="float32",
+                                         name=self.prefix + "Input-Position")
             inputs.append(self.positions)
         inputs.extend(self.extra_inputs)
-        mask = AttentionMask(self.application, name="Attention-Mask")([token_ids, segment_ids])
+        mask = AttentionMask(self.application, name=self.prefix + "Attention-Mask")(
+            [token_ids, segment_ids])
         x = self.apply_embeddings(token_ids, segment_ids)
         x = self.apply_layers(x, mask)
         outputs = []
@@ -263,7 +270,7 @@ class Transformer:
 
     def apply_pooler(self, x):
         return Pooler(self.config.hidden_size, kernel_initializer=self.initializer,
-                      name="Pooler")(x)
+                      name=self.prefix + "Pooler")(x)
 
     def apply_mlm(self, x):
         x = self.dense(x, self.config.embedding_dim, "MLM-Dense", activation=self.config.activation)
@@ -277,7 +284,8 @@ class Transformer:
         if self.cache is not None:
             return logits
         activation = "softmax" if self.with_mlm is True else self.with_mlm
-        return keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")(logits)
+        return keras.layers.Activation(activation, dtype="float32",
+                                       name=self.prefix + "MLM-Activation")(logits)
 
 
 class RoFormer(Transformer):
