@@ -1,8 +1,9 @@
 """bert4keras' ``snippets`` names, so that ``from bert4keras.snippets import X`` becomes
 ``from bert4x.snippets import X``.
 
-The padding is :func:`bert4x.training.sequence_padding`; what is here is bert4keras' batch
-generator protocol, made to work with Keras 3 ``fit``, and its small text helpers.
+The padding is :func:`bert4x.training.sequence_padding` and the decoder subclass API is
+:mod:`bert4x.generation.subclass_api`; what is here is bert4keras' batch generator protocol,
+made to work with Keras 3 ``fit``, Viterbi decoding for CRF taggers, and small helpers.
 """
 
 from __future__ import annotations
