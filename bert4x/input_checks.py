@@ -17,6 +17,9 @@ from keras import ops
 _GRAPH_ASSERTION = re.compile(r"assertion failed: \[([^\]]+)\]")
 #: How JAX reports the ValueError a host callback raised: the traceback's last line.
 _CALLBACK_ERROR = re.compile(r"CpuCallback error.*\nValueError: ([^\n]+)\s*$", re.S)
+#: How Keras wraps an error raised in a layer's call (PyTorch runs the checks eagerly).
+_LAYER_ERROR = re.compile(r"^Exception encountered when calling [^\n]*\n\n(?:\x1b\[1m)?"
+                          r"([^\n\x1b]+)")
 
 
 def check_less(values, limit, message):
@@ -41,6 +44,8 @@ def check_less(values, limit, message):
         # callback can, and its error carries the message (failed_check_message finds it).
         jax.debug.callback(refuse, ops.any(ops.logical_or(values >= limit, values < 0)))
         return values
+    if backend == "torch" and values.device.type == "meta":
+        return values  # Keras infers shapes on data-free "meta" tensors of made-up sizes
     if backend in ("torch", "numpy"):
         if bool(ops.any(values >= limit)) or bool(ops.any(values < 0)):
             raise ValueError(message)
@@ -51,15 +56,17 @@ def failed_check_message(error: BaseException) -> Optional[str]:
     """The message of the check behind ``error``, when a compiled graph stopped at one.
 
     TensorFlow reports it as ``InvalidArgumentError: Graph execution error:`` followed by a
-    stack of framework frames, with the message on the last line, and JAX as a
-    ``JaxRuntimeError`` around the callback's traceback; a command line prints the message
-    instead of either.
+    stack of framework frames, with the message on the last line, JAX as a
+    ``JaxRuntimeError`` around the callback's traceback, and PyTorch (eager) as Keras' wrapper
+    of the layer's ``ValueError``; a command line prints the message instead of any of them.
     """
     kind = type(error).__name__
     if kind == "InvalidArgumentError":
         found = _GRAPH_ASSERTION.search(str(error))
     elif kind in ("JaxRuntimeError", "XlaRuntimeError"):
         found = _CALLBACK_ERROR.search(str(error))
+    elif kind == "ValueError":
+        found = _LAYER_ERROR.search(str(error))
     else:
         return None
     return found.group(1) if found else None

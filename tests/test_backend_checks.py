@@ -1,6 +1,8 @@
-"""Under the JAX backend a bad id is an error, never a clamp: JAX gathers clamp out-of-range
-indices and returned plausible vectors for token 50 of a 40-token vocabulary. Runs in a
-subprocess, since the Keras backend is fixed when Keras is first imported."""
+"""Under the JAX and PyTorch backends a model builds, matches TensorFlow, and a bad id is an
+error naming it, never a clamp: JAX gathers clamp out-of-range indices and returned plausible
+vectors for token 50 of a 40-token vocabulary, and PyTorch could not build BERT at all (the
+position check ran on the made-up sizes of Keras' shape inference). Runs in a subprocess,
+since the Keras backend is fixed when Keras is first imported."""
 
 import importlib.util
 import json
@@ -13,8 +15,6 @@ import pytest
 
 from bert4x import build_transformer_model
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                                reason="jax not installed")
 CONFIG = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
               intermediate_size=24, max_position_embeddings=16)
 PROGRAM = """
@@ -38,13 +38,16 @@ print("RESULT " + json.dumps(results))
 """
 
 
-def test_bad_ids_are_errors_on_jax_and_valid_ones_match_tensorflow(tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_bad_ids_are_errors_and_valid_ones_match_tensorflow(backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} not installed")
     model = build_transformer_model(CONFIG)
     weights = str(tmp_path / "model.weights.h5")
     model.save_weights(weights)
     done = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(CONFIG), weights],
                           capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, KERAS_BACKEND="jax"))
+                          env=dict(os.environ, KERAS_BACKEND=backend))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
     assert results["token"] == ("Embedding-Token: an input id is negative or >= the "
