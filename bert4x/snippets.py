@@ -19,8 +19,8 @@ import numpy as np
 from bert4x.generation.subclass_api import AutoRegressiveDecoder
 from bert4x.training.data import sequence_padding
 
-__all__ = ["AutoRegressiveDecoder", "DataGenerator", "ViterbiDecoder", "open", "parallel_apply", "sequence_padding",
-           "text_segmentate", "to_array", "truncate_sequences"]
+__all__ = ["AutoRegressiveDecoder", "DataGenerator", "ViterbiDecoder", "open", "parallel_apply",
+           "sequence_padding", "text_segmentate", "to_array", "truncate_sequences"]
 
 
 def open(name, mode="r", encoding=None, errors="strict", indexable=False):

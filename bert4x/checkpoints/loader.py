@@ -190,19 +190,23 @@ def _check_finite(path: str, named_values) -> None:
 
 def _vocabulary_rows(value: np.ndarray, keep_tokens, compound_tokens, name: str) -> np.ndarray:
     if keep_tokens is not None:
-        keep = np.asarray(keep_tokens, dtype="int64")
-        if keep.ndim != 1 or keep.size == 0 or keep.min() < 0 or keep.max() >= value.shape[0]:
-            raise CheckpointError(
-                f"keep_tokens must be a non-empty list of ids in [0, {value.shape[0]}) for {name}")
-        value = value[keep]
+        value = value[_row_ids(keep_tokens, value, "keep_tokens must be a non-empty list of "
+                               f"ids in [0, {value.shape[0]}) for {name}")]
     if not compound_tokens:
         return value
     rows = []
     for number, item in enumerate(compound_tokens):
         ids, weights = (item, None) if isinstance(item, list) else item
-        ids = np.asarray(ids, dtype="int64")
-        if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= value.shape[0]:
-            raise CheckpointError(f"compound_tokens[{number}] must list ids in "
-                                  f"[0, {value.shape[0]}) for {name}, got {item!r}")
+        ids = _row_ids(ids, value, f"compound_tokens[{number}] must list ids in "
+                                   f"[0, {value.shape[0]}) for {name}, got {item!r}")
         rows.append(np.average(value[ids].astype("float64"), axis=0, weights=weights))
     return np.concatenate([value, np.asarray(rows, dtype=value.dtype)], axis=0)
+
+
+def _row_ids(ids, value: np.ndarray, message: str) -> np.ndarray:
+    """``ids`` as int64 row indices of ``value``; a non-empty 1-D list in range, else
+    ``message``."""
+    ids = np.asarray(ids, dtype="int64")
+    if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= value.shape[0]:
+        raise CheckpointError(message)
+    return ids

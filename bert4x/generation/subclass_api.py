@@ -28,14 +28,9 @@ import numpy as np
 from keras import ops
 
 from bert4x.generation.decoding import SearchAlgorithms, bert4x_layer, model_runner
-from bert4x.generation.runners import compile_function
+from bert4x.generation.runners import compile_function, log_softmax
 
 __all__ = ["AutoRegressiveDecoder"]
-
-
-def _log_softmax(x):
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class AutoRegressiveDecoder:
@@ -68,10 +63,9 @@ class AutoRegressiveDecoder:
                 scores, states = prediction if use_states else (prediction, None)
                 scores = np.asarray(scores, dtype="float64")
                 with np.errstate(divide="ignore"):
-                    if default_rtype == "logits":
-                        log_probs = _log_softmax(scores / temperature)
-                    else:
-                        log_probs = _log_softmax(np.log(scores) / temperature)
+                    if default_rtype == "probas":
+                        scores = np.log(scores)
+                    log_probs = log_softmax(scores / temperature)
                 return (np.exp(log_probs) if rtype == "probas" else log_probs), states
             return wrapped
         return decorate
@@ -91,7 +85,7 @@ class AutoRegressiveDecoder:
     def beam_search(self, inputs, topk: int, states=None, temperature=1, min_ends: int = 1):
         """The best output ids (``start_id`` first, if any) by beam search with ``topk``
         beams."""
-        search = self._search(inputs, states, temperature, "logits", min_ends)
+        search = self._search(states, temperature, min_ends)
         (best,) = search.beam_search(inputs, beam_size=topk, num_results=1,
                                      score_fn=self._minimum_length)
         return self._with_start(best.tokens)
@@ -101,13 +95,13 @@ class AutoRegressiveDecoder:
                       min_ends: int = 1) -> List[np.ndarray]:
         """``n`` sampled output ids, from the ``topk`` most likely tokens and/or the smallest
         set reaching probability ``topp`` at each step."""
-        search = self._search(inputs, states, temperature, "probas", min_ends)
+        search = self._search(states, temperature, min_ends)
         samples = search.sample(inputs, num_samples=n, top_k=topk, top_p=topp,
                                 seed=np.random.randint(2 ** 31), score_fn=self._minimum_length)
         return [self._with_start(sample.tokens) for sample in samples]
 
-    def _search(self, inputs, states, temperature, rtype, min_ends) -> SearchAlgorithms:
-        runner = PredictRunner(self, states, temperature, rtype)
+    def _search(self, states, temperature, min_ends) -> SearchAlgorithms:
+        runner = PredictRunner(self, states, temperature)
         return SearchAlgorithms(runner, self.end_id, max_new_tokens=self.maxlen,
                                 min_ends=min_ends)
 
@@ -125,12 +119,12 @@ class AutoRegressiveDecoder:
 
 
 class PredictRunner:
-    """A runner (see :mod:`bert4x.generation.runners`) that asks the script's ``predict``:
-    rows are the output ids so far, each next to the one input being decoded."""
+    """A runner (see :mod:`bert4x.generation.runners`) that asks the script's ``predict`` for
+    (tempered) log-probabilities: rows are the output ids so far, each next to the one input
+    being decoded."""
 
-    def __init__(self, decoder: AutoRegressiveDecoder, states, temperature, rtype: str):
-        self.decoder, self.states = decoder, states
-        self.temperature, self.rtype = temperature, rtype
+    def __init__(self, decoder: AutoRegressiveDecoder, states, temperature):
+        self.decoder, self.states, self.temperature = decoder, states, temperature
         self.inputs = self.output_ids = None
 
     def start(self, inputs, max_new_tokens: int) -> np.ndarray:
@@ -146,10 +140,9 @@ class PredictRunner:
         return self._predict()
 
     def _predict(self) -> np.ndarray:
-        scores, self.states = self.decoder.predict(self.inputs, self.output_ids, self.states,
-                                                   self.temperature, self.rtype)
-        with np.errstate(divide="ignore"):
-            return np.log(scores) if self.rtype == "probas" else scores
+        log_probs, self.states = self.decoder.predict(self.inputs, self.output_ids, self.states,
+                                                      self.temperature, "logits")
+        return log_probs
 
 
 class LastTokenPredictor:

@@ -1,5 +1,7 @@
 """Token and learned absolute position embeddings."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -85,9 +87,4 @@ class EmbeddingSum(keras.layers.Add):
 
     def compute_mask(self, inputs, mask=None):
         masks = [m for m in (mask or []) if m is not None]
-        if not masks:
-            return None
-        output_mask = masks[0]
-        for other in masks[1:]:
-            output_mask = ops.logical_and(output_mask, other)
-        return output_mask
+        return functools.reduce(ops.logical_and, masks) if masks else None

@@ -146,9 +146,8 @@ def build_transformer_model(
     if with_mlm is None:
         with_mlm = application in ("lm", "unilm")
     if keep_tokens is not None or compound_tokens:
-        base = len(keep_tokens) if keep_tokens is not None else None
-        if base is None:
-            base = _read_config(config_path, model, dict(overrides)).vocab_size
+        base = (len(keep_tokens) if keep_tokens is not None
+                else _read_config(config_path, model, dict(overrides)).vocab_size)
         overrides["vocab_size"] = base + len(compound_tokens or ())
     config = _read_config(config_path, model, overrides)
     if additional_input_layers is not None and not isinstance(additional_input_layers, list):

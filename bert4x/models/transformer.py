@@ -18,7 +18,8 @@ import keras
 from bert4x.config import GAU_FAMILIES, TransformerConfig
 from bert4x.layers import activations
 from bert4x.layers import (
-    APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit, LayerNormalization,
+    APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit,
+    LayerNormalization,
     MultiHeadAttention, Pooler, PositionEmbedding, TokenEmbedding,
 )
 
