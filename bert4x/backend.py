@@ -96,6 +96,7 @@ def apply_rotary_position_embeddings(sinusoidal, *tensors):
     :func:`sinusoidal_embeddings`, each tensor [batch, n, ..., d]."""
     if not tensors:
         raise ValueError("apply_rotary_position_embeddings needs at least one tensor")
+    tensors = [ops.convert_to_tensor(tensor) for tensor in tensors]  # NumPy * torch fails
     rank = ops.ndim(tensors[0])
     shape = (*ops.shape(sinusoidal)[:2], *([1] * (rank - 3)), ops.shape(sinusoidal)[-1])
     sinusoidal = ops.reshape(sinusoidal, shape)

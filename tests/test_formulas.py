@@ -1,6 +1,7 @@
 """bert4x against a NumPy transcription of the formulas, where HF has no reference:
 RoFormer-V2, key_size != hidden/heads, causal LM; and RoPE's relative-position property."""
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -51,8 +52,8 @@ def rotated_score(q, k, m, n):
     """q·k after rotating q to position m and k to position n."""
     positions_q = np.full((1,), m)
     positions_k = np.full((1,), n)
-    rq = np.asarray(apply_rotary(q[None, None, None, :], positions_q))[0, 0, 0]
-    rk = np.asarray(apply_rotary(k[None, None, None, :], positions_k))[0, 0, 0]
+    rq = keras.ops.convert_to_numpy(apply_rotary(q[None, None, None, :], positions_q))[0, 0, 0]
+    rk = keras.ops.convert_to_numpy(apply_rotary(k[None, None, None, :], positions_k))[0, 0, 0]
     return float(rq @ rk)
 
 
@@ -70,7 +71,7 @@ def test_rope_scores_depend_only_on_relative_position(m, n, shift, half_dim, see
 def test_rope_preserves_norm_and_is_identity_at_position_zero():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 5, 2, 8)).astype("float32")
-    rotated = np.asarray(apply_rotary(x, np.arange(5)))
+    rotated = keras.ops.convert_to_numpy(apply_rotary(x, np.arange(5)))
     np.testing.assert_allclose(rotated[:, 0], x[:, 0], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(rotated, axis=-1), np.linalg.norm(x, axis=-1),
                                rtol=1e-5)

@@ -42,7 +42,7 @@ def test_quadratic_gau_matches_numpy(normalization, entropy, causal, use_bias):
         attention_scale="entropy_invariant" if entropy else "sqrt"), x.shape)
     n = x.shape[1]
     mask = valid[:, None, None, :] & (np.tril(np.ones((n, n), bool)) if causal else True)
-    out = np.asarray(layer(x, attention_mask=mask))
+    out = keras.ops.convert_to_numpy(layer(x, attention_mask=mask))
     w = weights_of(layer)
     for row, length in enumerate(LENGTHS):
         allowed = mask[row, 0, :length, :length]
@@ -57,7 +57,7 @@ def test_flash_mixed_chunk_matches_numpy(chunk, causal):
     x, valid = batch()
     layer = randomised(GatedAttentionUnit(10, key_size=8, normalization="relu2",
                                           chunk_size=chunk, causal=causal), x.shape)
-    out = np.asarray(layer(x, key_mask=valid))
+    out = keras.ops.convert_to_numpy(layer(x, key_mask=valid))
     w = weights_of(layer)
     for row, length in enumerate(LENGTHS):
         expected = numpy_flash(x[row, :length].astype("float64"), w, 10, 8, length, chunk,
@@ -77,7 +77,8 @@ def test_flash_with_one_chunk_is_the_quadratic_unit(causal):
     for variable in quadratic.weights:
         variable.assign(values[variable.path.split("/", 1)[1]])
     mask = valid[:, None, None, :] & (np.tril(np.ones((n, n), bool)) if causal else True)
-    np.testing.assert_allclose(flash(x, key_mask=valid), quadratic(x, attention_mask=mask),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(flash(x, key_mask=valid)),
+                               keras.ops.convert_to_numpy(quadratic(x, attention_mask=mask)),
                                atol=1e-5)
 
 
@@ -85,14 +86,14 @@ def test_causal_flash_never_looks_ahead():
     x, _ = batch(seed=3)
     layer = randomised(GatedAttentionUnit(10, key_size=8, normalization="relu2", chunk_size=3,
                                           causal=True), x.shape)
-    before = np.asarray(layer(x))
+    before = keras.ops.convert_to_numpy(layer(x))
     changed = x.copy()
     changed[:, 7:] = np.random.default_rng(9).normal(size=changed[:, 7:].shape)
-    after = np.asarray(layer(changed))
+    after = keras.ops.convert_to_numpy(layer(changed))
     np.testing.assert_allclose(after[:, :7], before[:, :7], atol=1e-6)
     assert np.abs(after[:, 7:] - before[:, 7:]).max() > 1e-3
     # Fewer tokens (a shorter prefix) give the same outputs on that prefix.
-    np.testing.assert_allclose(np.asarray(layer(x[:, :5])), before[:, :5], atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x[:, :5])), before[:, :5], atol=1e-5)
 
 
 def test_gau_output_starts_much_smaller_than_its_input():
@@ -107,8 +108,8 @@ def test_gau_output_starts_much_smaller_than_its_input():
     gau = GatedAttentionUnit(1536, key_size=128, use_bias=False, normalization="softmax",
                              attention_scale="entropy_invariant")
     attention = MultiHeadAttention(12, 64, use_bias=False)
-    gau_ratio = float(np.linalg.norm(gau(x)) / np.linalg.norm(x))
-    attention_ratio = float(np.linalg.norm(attention(x)) / np.linalg.norm(x))
+    gau_ratio = float(np.linalg.norm(keras.ops.convert_to_numpy(gau(x))) / np.linalg.norm(x))
+    attention_ratio = float(np.linalg.norm(keras.ops.convert_to_numpy(attention(x))) / np.linalg.norm(x))
     assert gau_ratio < 0.05, gau_ratio
     assert gau_ratio < attention_ratio / 10, (gau_ratio, attention_ratio)
 

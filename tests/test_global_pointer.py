@@ -1,5 +1,6 @@
 """GlobalPointer, Efficient GlobalPointer and the sparse multilabel loss against NumPy."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -30,11 +31,11 @@ def allowed_pairs(tril):
 @pytest.mark.parametrize("tril", [True, False])
 def test_global_pointer_equals_numpy(tril):
     layer = randomise(GlobalPointer(heads=3, head_size=4, tril_mask=tril))
-    kernel, bias = (np.asarray(w) for w in layer.dense.weights)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.dense.weights)
     projected = (X @ kernel + bias).reshape(2, 6, 3, 8)
     expected = np.stack([np.einsum("mhd,nhd->hmn", rope(p[..., :4]), rope(p[..., 4:]))
                          for p in projected]) / 2.0
-    out = np.asarray(layer(X, mask=MASK))
+    out = keras.ops.convert_to_numpy(layer(X, mask=MASK))
     allowed = allowed_pairs(tril)
     np.testing.assert_allclose(out[np.broadcast_to(allowed, out.shape)],
                                expected[np.broadcast_to(allowed, out.shape)], atol=1e-5)
@@ -43,8 +44,8 @@ def test_global_pointer_equals_numpy(tril):
 
 def test_efficient_global_pointer_equals_numpy():
     layer = randomise(EfficientGlobalPointer(heads=3, head_size=4))
-    kernel, bias = (np.asarray(w) for w in layer.dense.weights)
-    bias_kernel, bias_bias = (np.asarray(w) for w in layer.bias_dense.weights)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.dense.weights)
+    bias_kernel, bias_bias = (keras.ops.convert_to_numpy(w) for w in layer.bias_dense.weights)
     projected = X @ kernel + bias  # [b, n, 8]
     q = np.stack([rope(p[:, None, :4])[:, 0] for p in projected])
     k = np.stack([rope(p[:, None, 4:])[:, 0] for p in projected])
@@ -52,7 +53,7 @@ def test_efficient_global_pointer_equals_numpy():
     biases = (projected @ bias_kernel + bias_bias) / 2  # [b, n, 2h]: starts, then ends
     expected = (shared[:, None] + biases[..., :3].transpose(0, 2, 1)[..., :, None]
                 + biases[..., 3:].transpose(0, 2, 1)[..., None, :])
-    out = np.asarray(layer(X, mask=MASK))
+    out = keras.ops.convert_to_numpy(layer(X, mask=MASK))
     allowed = np.broadcast_to(allowed_pairs(True), out.shape)
     np.testing.assert_allclose(out[allowed], expected[allowed], atol=1e-5)
 
@@ -62,8 +63,8 @@ def test_conditional_norm_with_a_zero_condition_is_plain_norm():
     layer([X, np.zeros((2, 3), "float32")])
     for variable in layer.weights:
         variable.assign(RNG.normal(size=variable.shape).astype("float32"))
-    gamma, beta = np.asarray(layer.gamma), np.asarray(layer.beta)
-    np.testing.assert_allclose(np.asarray(layer([X, np.zeros((2, 3), "float32")])),
+    gamma, beta = keras.ops.convert_to_numpy(layer.gamma), keras.ops.convert_to_numpy(layer.beta)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer([X, np.zeros((2, 3), "float32")])),
                                plain_norm(X, gamma, beta), atol=1e-4)
 
 
@@ -86,11 +87,11 @@ def test_sparse_multilabel_loss_equals_its_formula(seed):
     padded = np.zeros((5, 4), "int32")
     for row, positives in enumerate(positive_sets):
         padded[row, :len(positives)] = positives
-    ours = np.asarray(sparse_multilabel_crossentropy(padded, logits, mask_zero=True))
+    ours = keras.ops.convert_to_numpy(sparse_multilabel_crossentropy(padded, logits, mask_zero=True))
     np.testing.assert_allclose(ours, dense_loss(logits.astype("float64"), positive_sets),
                                rtol=1e-4, atol=1e-4)
     full = [p for p in positive_sets if len(p) == 4] or [list(range(1, 5))]
     unpadded = np.array(full[:1], "int32")
     np.testing.assert_allclose(
-        np.asarray(sparse_multilabel_crossentropy(unpadded, logits[:1], mask_zero=False)),
+        keras.ops.convert_to_numpy(sparse_multilabel_crossentropy(unpadded, logits[:1], mask_zero=False)),
         dense_loss(logits[:1].astype("float64"), full[:1]), rtol=1e-4, atol=1e-4)

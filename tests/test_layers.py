@@ -16,7 +16,7 @@ def test_conditional_norm_starts_as_plain_norm_and_shifts_gamma_beta_by_the_cond
     x = rng.normal(size=(3, 5, 8)).astype("float32")
     condition = rng.normal(size=(3, 4)).astype("float32")
     layer = LayerNormalization(conditional=True, condition_hidden_units=6)
-    out = np.asarray(layer([x, condition]))
+    out = keras.ops.convert_to_numpy(layer([x, condition]))
     np.testing.assert_allclose(out, plain_norm(x, 1.0, 0.0), atol=1e-5)
 
     hidden = rng.normal(size=(4, 6)).astype("float32")
@@ -26,7 +26,7 @@ def test_conditional_norm_starts_as_plain_norm_and_shifts_gamma_beta_by_the_cond
     layer.beta_dense.kernel.assign(to_beta)
     c = condition @ hidden
     expected = plain_norm(x, 1.0 + (c @ to_gamma)[:, None], (c @ to_beta)[:, None])
-    np.testing.assert_allclose(np.asarray(layer([x, condition])), expected, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer([x, condition])), expected, atol=1e-4)
 
 
 def test_conditional_norm_round_trips_through_a_keras_file(tmp_path):

@@ -109,6 +109,8 @@ class ConditionalRandomField(_TransitionLayer):
         """``log Σ_paths exp score`` by the forward recursion, over real positions."""
         trans = ops.cast(self.trans, scores.dtype)
         scores = ops.where(mask[..., None], scores, 0.0)
+        if scores.shape[1] == 1:  # no step to scan (Keras' PyTorch scan fails on zero steps)
+            return ops.logsumexp(scores[:, 0], axis=-1)
 
         def step(alpha, inputs):
             emission, real = inputs[:, :-1], inputs[:, -1:] > 0

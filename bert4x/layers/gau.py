@@ -131,6 +131,13 @@ class GatedAttentionUnit(keras.layers.Layer):
         output = self.o_dense(u * mixed)
         return output if cache is None else (output, k, v)
 
+    def compute_output_spec(self, x, *args, **kwargs):
+        if self.chunk_size is None:
+            return super().compute_output_spec(x, *args, **kwargs)
+        # Not traced: under JAX, padding to whole chunks and cutting back gives a length that
+        # its shape tracing cannot prove equal to the input's ("incompatible shapes").
+        return keras.KerasTensor(x.shape, self.compute_dtype)
+
     def cache_shapes(self):
         """Per-token shapes of the cached keys and values."""
         return (self.key_size,), (self.units,)

@@ -17,7 +17,7 @@ def rotary_frequencies(dim, base=10000.0):
 def rotary_angles(positions, dim, base=10000.0):
     """Angles m * theta_i for ``positions`` (shape [n] or [batch, n]), each repeated for its
     pair: shape [..., dim]."""
-    inv_freq = np.repeat(rotary_frequencies(dim, base).astype("float32"), 2)
+    inv_freq = ops.convert_to_tensor(np.repeat(rotary_frequencies(dim, base), 2), "float32")
     return ops.cast(positions, "float32")[..., None] * inv_freq
 
 
@@ -31,7 +31,9 @@ def rotate_pairs(x):
 
 def apply_rotary(x, positions, base=10000.0):
     """Rotate ``x`` of shape [batch, n, heads, dim] by its positions ([n], shared by the batch,
-    or [batch, n])."""
+    or [batch, n]). ``x`` may be a NumPy array: it becomes a tensor of the backend first, as
+    NumPy cannot multiply itself by a PyTorch tensor."""
+    x = ops.convert_to_tensor(x)
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"RoPE needs an even per-head size, got {dim}")
