@@ -166,6 +166,8 @@ def test_ema_weights_equal_a_numpy_ema_of_the_trajectory():
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="IndexedSlices, the sparse gradients at issue, exist only in TensorFlow")
 def test_adam_on_repeated_tokens_matches_the_dense_formula():
     """Keras' TF Adam squares sparse embedding gradients per occurrence; ours must not."""
     import tensorflow as tf
@@ -200,10 +202,12 @@ def test_layerwise_decay_scales_each_layers_first_adam_step():
     assert multipliers["Transformer-1-FeedForward/output/kernel"] == 0.5
     assert multipliers["Transformer-0-FeedForward/output/kernel"] == 0.25
     assert multipliers["Embedding-Token/embeddings"] == 0.125
-    compiled(model, build_optimizer(1e-3, weight_decay=0.0, layerwise_decay=0.5, model=model))
+    # epsilon ~0: Adam's first step is then lr * multiplier for every weight with a gradient,
+    # however small the gradients a backend's initialisation happens to give.
+    compiled(model, build_optimizer(1e-3, weight_decay=0.0, layerwise_decay=0.5, model=model,
+                                    epsilon=1e-12))
     before = {v.path: v.numpy() for v in model.trainable_variables}
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    # Adam's first step moves every weight with a non-negligible gradient by ~lr * multiplier.
     for path, factor in [("Transformer-1-FeedForward/output/kernel", 0.5),
                          ("Transformer-0-FeedForward/output/kernel", 0.25),
                          ("classifier/kernel", 1.0)]:
@@ -349,10 +353,10 @@ def test_train_refuses_uncompiled_models_and_bad_evaluators(tmp_path):
               verbose=0)
 
 
-def run_script(*args):
-    result = subprocess.run([sys.executable, RUN_SCRIPT, *args], capture_output=True, text=True,
-                            timeout=600)
-    return result
+def run_script(*args, **env):
+    """Run tests/training_run.py with ``args``, its environment updated by ``env``."""
+    return subprocess.run([sys.executable, RUN_SCRIPT, *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **env})
 
 
 def test_a_run_ends_with_the_same_weights_whatever_was_built_before_it(tmp_path):
@@ -388,20 +392,6 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     for name in a.files:
         if not name.startswith("__"):
             np.testing.assert_allclose(b[name], a[name], atol=1e-6, err_msg=name)
-
-
-def test_mirrored_training_on_two_cpus_follows_the_single_device_loss_curve(tmp_path):
-    single = run_script("--work-dir", str(tmp_path / "one"), "--out", str(tmp_path / "one.npz"),
-                        "--dropout", "0")
-    mirrored = run_script("--work-dir", str(tmp_path / "two"), "--out", str(tmp_path / "two.npz"),
-                          "--dropout", "0", "--devices", "2")
-    assert single.returncode == 0 and mirrored.returncode == 0, mirrored.stderr[-2000:]
-    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
-    assert int(one["__steps__"]) == int(two["__steps__"]) == 24
-    assert one["__loss__"][-1] < one["__loss__"][0] - 0.03
-    # Same batches, gradients all-reduced across replicas: only summation order differs,
-    # which Adam's early sign-like steps amplify to ~1e-4 in the loss.
-    np.testing.assert_allclose(two["__loss__"], one["__loss__"], atol=1e-3)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

@@ -34,10 +34,12 @@ class BackupError(ValueError):
 
 class AtomicBackup(keras.callbacks.BackupAndRestore):
     """Back up weights and optimizer state at each epoch end; restore the newest readable
-    backup when ``fit`` starts. See the module docstring for why it is not Keras' own."""
+    backup when ``fit`` starts. See the module docstring for why it is not Keras' own.
+    ``writes=False``: only restore (the workers of a multi-worker run other than the chief)."""
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, writes: bool = True):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.writes = writes
 
     # ------------------------------------------------------------------ what is on disk
     def backups(self) -> list:
@@ -62,6 +64,8 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
 
     # ------------------------------------------------------------------ writing
     def _save_model(self):
+        if not self.writes:
+            return
         epoch = self._current_epoch
         name = f"epoch-{epoch}.weights.h5"
         kept = [entry for entry in self.backups() if entry["epoch"] < epoch][-1:]
@@ -111,14 +115,15 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
                           "from the start")
 
 
-def check_backup_fits(model: keras.Model, backup_dir: str) -> None:
+def check_backup_fits(model: keras.Model, backup_dir: str, record: bool = True) -> None:
     """Refuse to resume a backup written by another model, before Keras fails on it deep in
     weight loading. The weight shapes of the model that started the run are kept beside its
-    backup; a run started before they were recorded is not checked."""
+    backup (``record``: by the process that writes the backup); a run started before they were
+    recorded is not checked."""
     shapes = [list(variable.shape) for variable in model.weights]
     path = os.path.join(backup_dir, WEIGHT_SHAPES)
     if not os.path.exists(path):
-        if not os.path.isdir(backup_dir) or not os.listdir(backup_dir):
+        if record and (not os.path.isdir(backup_dir) or not os.listdir(backup_dir)):
             os.makedirs(backup_dir, exist_ok=True)
             with atomic_path(path) as temporary, open(temporary, "w") as handle:
                 json.dump(shapes, handle)

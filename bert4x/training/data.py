@@ -143,6 +143,8 @@ class BucketedBatches(keras.utils.PyDataset):
         to be padded to the same length it fixes that length and rejects every other batch.
         Besides batch and sequence, label axes may vary too (e.g. padded lists of positives).
         Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
+        Sharded by data: under ``MultiWorkerMirroredStrategy`` each worker takes its part of
+        every global batch (a generator has no files to shard by).
         """
         import tensorflow as tf
 
@@ -158,7 +160,11 @@ class BucketedBatches(keras.utils.PyDataset):
         dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
         # A known length: otherwise Keras runs one extra step per epoch into the end of the
         # data, and that failed step still advances the optimizer's step counter.
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        options = tf.data.Options()
+        by_data = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = by_data
+        return dataset.with_options(options)
 
     def __getitem__(self, index):
         return self.collate([self.examples[i] for i in self._batches[index]])

@@ -20,6 +20,11 @@ anything of that epoch is written.
 Re-running the same command after a crash resumes from the last finished epoch; data order and
 dropout masks are functions of ``(seed, epoch)``, so the resumed run ends with the same weights
 as an uninterrupted one.
+
+In a multi-worker run (``tf.distribute.MultiWorkerMirroredStrategy``, or JAX over several
+processes) ``work_dir`` is on storage every worker sees. Only the chief writes the backup;
+every worker resumes from it, and worker ``i`` keeps its own lock and logs in
+``work_dir/worker-i`` (see :mod:`bert4x.training.workers`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from bert4x.training.backup import AtomicBackup, check_backup_fits
 from bert4x.training.callbacks import Evaluator, MetricsLog
 from bert4x.training.data import BucketedBatches
 from bert4x.training.guards import NonFiniteGuard, work_dir_lock
+from bert4x.training.workers import (prepare_multi_worker_fit, worker_count, worker_dir,
+                                     worker_index)
 
 BACKUP_DIR = "backup"
 TRAINING_SETTINGS = "training_settings.json"
@@ -50,6 +57,8 @@ class ReplayableEpochs(keras.callbacks.Callback):
     Each generator is keyed by its place among the model's generators, not by its name: Keras
     numbers names with a process-wide counter, so a model built after other models would
     otherwise draw other masks, and the same run would score differently in another process.
+    Under PyTorch, Keras draws the masks of a Dropout built without a seed from torch's global
+    generator instead (its fast path), so that generator is reseeded by ``(seed, epoch)`` too.
     """
 
     def __init__(self, dataset=None, seed: int = 0):
@@ -65,6 +74,9 @@ class ReplayableEpochs(keras.callbacks.Callback):
             rng = np.random.default_rng([self.seed, epoch, place])
             value = rng.integers(0, 2**31 - 1, size=variable.shape)
             variable.assign(value.astype(variable.dtype))
+        if keras.backend.backend() == "torch":
+            import torch
+            torch.manual_seed(int(np.random.default_rng([self.seed, epoch]).integers(2**31)))
 
 
 def train(model: keras.Model, train_data, epochs: int, work_dir: str,
@@ -76,27 +88,32 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
         raise ValueError("compile the model (loss and optimizer) before train()")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    with work_dir_lock(work_dir):
-        backup = AtomicBackup(os.path.join(work_dir, BACKUP_DIR)) if resume else None
+    worker = worker_index()
+    own_dir = worker_dir(work_dir, worker)
+    with work_dir_lock(own_dir):
+        backup = (AtomicBackup(os.path.join(work_dir, BACKUP_DIR), writes=worker == 0)
+                  if resume else None)
         steps = [ReplayableEpochs(train_data if isinstance(train_data, BucketedBatches) else None,
                                   seed)]
         if evaluator is not None:
             if evaluator.best_path is None:
-                evaluator.best_path = os.path.join(work_dir, "best.weights.h5")
+                evaluator.best_path = os.path.join(own_dir, "best.weights.h5")
             steps.append(evaluator)
         # Before everything that writes at epoch end, so nothing of a diverged epoch is kept.
-        steps.append(NonFiniteGuard(work_dir, backup.last_epoch if backup else None))
-        steps.append(MetricsLog(os.path.join(work_dir, "metrics.jsonl"),
-                                os.path.join(work_dir, "metrics.png")))
+        steps.append(NonFiniteGuard(own_dir, backup.last_epoch if backup else None))
+        steps.append(MetricsLog(os.path.join(own_dir, "metrics.jsonl"),
+                                os.path.join(own_dir, "metrics.png")))
         steps.extend(callbacks)
         if backup is not None:
-            check_backup_fits(model, backup.backup_dir)
-            record_run_settings(work_dir, TRAINING_SETTINGS,
+            check_backup_fits(model, backup.backup_dir, record=worker == 0)
+            record_run_settings(own_dir, TRAINING_SETTINGS,
                                 training_settings(model, train_data, seed))
             # Last, so an epoch only counts as done once everything above has finished with it.
             steps.append(backup)
         if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
             train_data = train_data.as_tf_dataset()
+        if worker_count() > 1 and keras.backend.backend() == "tensorflow":
+            prepare_multi_worker_fit(model, train_data)
         # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded
         # generator, which a resumed run cannot reproduce; BucketedBatches shuffles by
         # (seed, epoch) itself.
