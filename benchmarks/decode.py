@@ -2,7 +2,8 @@
 
 A 6-layer, 384-hidden RoFormer UniLM (the RoFormer-V2-small shape, Chinese vocabulary size) with
 random weights decodes exactly ``--new-tokens`` tokens (no end token) with beam ``--beam`` after a
-``--prefix``-token source, in the same process, on the CPU. Both modes must return the same beams.
+``--prefix``-token source, in the same process, on the CPU, on the running Keras backend
+(``KERAS_BACKEND``), timed in turn. Both modes must return the same beams.
 
     python benchmarks/decode.py                     # 64 new tokens, beam 4
     python benchmarks/decode.py --layers 2 --new-tokens 16 --repeats 1   # quick check
@@ -10,10 +11,12 @@ random weights decodes exactly ``--new-tokens`` tokens (no end token) with beam 
 
 import argparse
 import os
-import statistics
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from host import interleaved, print_host  # noqa: E402
 
 
 def main():
@@ -41,24 +44,26 @@ def main():
              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
         model="roformer", application="unilm", with_mlm=True)
     prefix = np.random.default_rng(0).integers(1, args.vocab, args.prefix).tolist()
-    results, seconds = {}, {}
-    for name, use_cache in (("KV cache", True), ("no cache", False)):
+    results = {}
+
+    def search(name, use_cache):
         decoder = AutoRegressiveDecoder(model, end_id=None, max_new_tokens=args.new_tokens,
                                         use_cache=use_cache)
-        run = lambda: decoder.beam_search(prefix, beam_size=args.beam)  # noqa: E731
-        results[name] = run()  # warm-up: tracing for each input shape
-        timings = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            run()
-            timings.append(time.perf_counter() - start)
-        seconds[name] = statistics.median(timings)
+
+        def run():
+            results[name] = decoder.beam_search(prefix, beam_size=args.beam)
+        return run
+
+    print_host()
+    seconds = interleaved({"KV cache": search("KV cache", True),
+                           "no cache": search("no cache", False)}, args.repeats)
     same = [h.tokens for h in results["KV cache"]] == [h.tokens for h in results["no cache"]]
     gap = max(abs(a.log_prob - b.log_prob) for a, b in zip(results["KV cache"],
                                                             results["no cache"]))
     steps = args.new_tokens
     print(f"{args.layers}-layer {args.hidden}-hidden RoFormer UniLM, prefix {args.prefix}, "
-          f"{steps} new tokens, beam {args.beam} (median of {args.repeats})")
+          f"{steps} new tokens, beam {args.beam} (median of {args.repeats}), backend "
+          f"{keras.backend.backend()}")
     print(f"{'mode':<10} {'seconds':>8} {'ms/token':>9}")
     for name, value in seconds.items():
         print(f"{name:<10} {value:8.2f} {1000 * value / steps:9.1f}")

@@ -58,3 +58,20 @@ def test_bad_ids_are_errors_and_valid_ones_match_tensorflow(backend, tmp_path):
                                    "max_position_embeddings=16")
     expected = model.predict([np.array([[1, 5, 2]]), np.array([[0, 1, 1]])], verbose=0)
     np.testing.assert_allclose(results["valid"], expected, atol=1e-5)
+
+
+def test_a_google_checkpoint_without_tensorflow_is_one_clear_error(tmp_path):
+    """JAX and PyTorch users may not have TensorFlow; its absence must not surface as a
+    ModuleNotFoundError from deep in the loader."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax not installed")
+    program = ("import sys; sys.modules['tensorflow'] = None\n"
+               "from bert4x.checkpoints.readers import CheckpointError, open_checkpoint\n"
+               "try:\n    open_checkpoint(sys.argv[1])\n"
+               "except CheckpointError as error:\n    print('ERROR', error)\n")
+    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "bert_model.ckpt")],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, KERAS_BACKEND="jax"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = done.stdout.split("ERROR ", 1)[1]
+    assert "needs TensorFlow" in message and "bert4x convert --to-hf" in message

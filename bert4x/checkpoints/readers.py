@@ -58,7 +58,13 @@ def open_checkpoint(path) -> Checkpoint:
 
 
 def _open_google(path: str) -> Checkpoint:
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError:  # JAX or PyTorch users need not install TensorFlow for anything else
+        raise CheckpointError(
+            f"{path}: reading a Google TF checkpoint needs TensorFlow (pip install tensorflow); "
+            "or, where it is installed, `bert4x convert --to-hf DIR` writes model.safetensors, "
+            "which every backend reads") from None
 
     prefix = path
     if os.path.isdir(path):
