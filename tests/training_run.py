@@ -42,7 +42,7 @@ def local_examples_per_epoch(model, data) -> int:
     """How many examples of an epoch this process computes on: the whole epoch unless the
     strategy splits the batches (it is what shows that a split run really is split)."""
     import keras
-    if keras.backend.backend() == "jax":
+    if keras.backend.backend() != "tensorflow":
         distribution, count = keras.distribution.distribution(), 0
         for index in range(len(data)):
             labels = data[index][1]
