@@ -16,6 +16,7 @@ from bert4x.training.workers import worker_count, worker_index
 __all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError", "Evaluator",
            "MetricsLog", "NonFiniteGuard", "ReadResult", "ReplayableEpochs", "TrainingError",
            "WarmupDecay", "build_optimizer", "ema_weights", "iter_records",
-           "layerwise_multipliers", "model_parallel_layout", "numbered_lines", "plot_metrics", "read_metrics_log",
+           "layerwise_multipliers", "model_parallel_layout", "numbered_lines", "plot_metrics",
+           "read_metrics_log",
            "read_records", "read_run_settings", "read_text_lines", "record_run_settings",
            "sequence_padding", "train", "work_dir_lock", "worker_count", "worker_index"]

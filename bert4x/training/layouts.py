@@ -1,10 +1,10 @@
 """How a bert4x model's weights split over the devices of a model-parallel run (JAX).
 
 ``keras.distribution.ModelParallel`` places each variable by the regular expression of a
-``LayoutMap`` that its whole path matches (``.*`` in front: a ``prefix=`` model's names too). The split is Megatron's: the projections into heads and
-into the FFN's inner layer are cut by output column, the projections back by input row, so
-each device computes its own heads and its own slice of the FFN, and one all-reduce per block
-joins them. Embeddings are cut along the hidden axis. Everything else (norms, biases of the
+``LayoutMap`` that its whole path matches (``.*`` in front: a ``prefix=`` model's names too).
+The split is Megatron's: the projections into heads and into the FFN's inner layer are cut by
+output column, the projections back by input row, so each device computes its own heads and
+its own slice of the FFN, and one all-reduce per block joins them. Embeddings are cut along the hidden axis. Everything else (norms, biases of the
 projections back, heads' small weights) is replicated. XLA inserts the communication; the
 numbers are those of one device (tested).
 """
