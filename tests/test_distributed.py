@@ -191,3 +191,24 @@ def test_jax_model_parallel_layout_splits_the_weights_and_keeps_the_numbers():
         assert result["predict"] < 1e-5, (family, result)
         assert result["moved"] > 1e-3, (family, result)  # three Adam steps did train
         assert result["trained"] < 1e-5, (family, result)
+
+
+def test_a_malformed_tf_config_is_a_clear_error(monkeypatch):
+    import keras
+
+    from bert4x.training import worker_count, worker_index
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TF_CONFIG is read under TensorFlow only")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]')
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        worker_index()
+    monkeypatch.setenv("TF_CONFIG", '["127.0.0.1:1"]')
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        worker_count()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"ps": ["a:1"], "worker": ["b:1"]},
+                                                "task": {"type": "ps", "index": 0}}))
+    with pytest.raises(ValueError, match="task type 'ps'"):
+        worker_index()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert (worker_index(), worker_count()) == (1, 2)

@@ -4,8 +4,9 @@
 ``LayoutMap`` that its whole path matches (``.*`` in front: a ``prefix=`` model's names too).
 The split is Megatron's: the projections into heads and into the FFN's inner layer are cut by
 output column, the projections back by input row, so each device computes its own heads and
-its own slice of the FFN, and one all-reduce per block joins them. Embeddings are cut along the hidden axis. Everything else (norms, biases of the
-projections back, heads' small weights) is replicated. XLA inserts the communication; the
+its own slice of the FFN, and one all-reduce per block joins them. Embeddings are cut along
+the hidden axis. Everything else (norms, biases of the projections back, heads' small weights)
+is replicated. XLA inserts the communication; the
 numbers are those of one device (tested).
 """
 

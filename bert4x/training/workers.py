@@ -22,25 +22,38 @@ import keras
 
 def worker_index() -> int:
     """0 for the chief (and for any single-process run), else this worker's index."""
-    backend = keras.backend.backend()
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         import jax
         return jax.process_index()
-    if backend == "tensorflow" and os.environ.get("TF_CONFIG"):
-        return _tf_config_index(json.loads(os.environ["TF_CONFIG"]))
-    return 0
+    config = _tf_config()
+    return 0 if config is None else _tf_config_index(config)
 
 
 def worker_count() -> int:
     """How many processes train together (1 without a multi-worker set-up)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         import jax
         return jax.process_count()
-    if backend == "tensorflow" and os.environ.get("TF_CONFIG"):
-        cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-        return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-    return 1
+    config = _tf_config()
+    if config is None:
+        return 1
+    cluster = config.get("cluster", {})
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def _tf_config():
+    """The parsed ``TF_CONFIG`` under TensorFlow, None where there is none."""
+    text = os.environ.get("TF_CONFIG")
+    if keras.backend.backend() != "tensorflow" or not text:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task', got "
+                         f"{text[:200]!r}")
+    return config
 
 
 def _tf_config_index(config: dict) -> int:
