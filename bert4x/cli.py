@@ -5,6 +5,8 @@
     bert4x models                        the checkpoints bert4x loads, with their settings
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
+    bert4x export --work-dir RUN --output DIR       a task run as SavedModel + ONNX
+    bert4x export --model M.keras --vocab V --maxlen N --output DIR
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
     bert4x kgclue build-kb|train|evaluate|predict ... KgCLUE QA (tasks/kgclue)
     bert4x triples train|evaluate|predict ...         triple extraction (tasks/triple_extraction)
@@ -74,6 +76,29 @@ def _convert(args):
     return 0
 
 
+def _export(args):
+    from bert4x.export import export_model
+
+    if (args.work_dir is None) == (args.model is None):
+        raise SystemExit("bert4x export: give --work-dir RUN (a task run) or --model FILE")
+    if args.work_dir is not None:
+        from tasks.exports import export_run
+
+        written = export_run(args.work_dir, args.output, args.format)
+    else:
+        import keras
+
+        from bert4x.tokenizers import Tokenizer
+
+        model = keras.saving.load_model(args.model, compile=False)
+        tokenizer = Tokenizer(args.vocab) if args.vocab else None
+        written = export_model(model, args.output, args.format, tokenizer=tokenizer,
+                               maxlen=args.maxlen)
+    for kind, path in written.items():
+        print(f"{kind:12s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bert4x.models import MODELS
 
@@ -111,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to-hf", metavar="DIR", help="write model.safetensors + config.json")
     convert.add_argument("--to-google", metavar="PREFIX", help="write a Google TF checkpoint")
     convert.set_defaults(handler=_convert)
+
+    from bert4x.arguments import whole_number
+    from bert4x.export import FORMATS
+
+    export = commands.add_parser(
+        "export", help="write a TF SavedModel and an ONNX file for serving outside Keras")
+    export.add_argument("--work-dir", help="a finished task run (cosent, kgclue, triples)")
+    export.add_argument("--model", help="a .keras model file instead of a task run")
+    export.add_argument("--vocab", help="with --model: vocab.txt, for the raw-text signature")
+    export.add_argument("--maxlen", type=whole_number(3),
+                        help="with --model and --vocab: tokens per text in the raw-text signature")
+    export.add_argument("--output", required=True, help="directory for the exported files")
+    export.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
+    export.set_defaults(handler=_export)
 
     from tasks.cosent.cli import add_commands as add_cosent_commands
 

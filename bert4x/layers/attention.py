@@ -112,8 +112,10 @@ class MultiHeadAttention(keras.layers.Layer):
         )
 
     def _split_heads(self, x, size):
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        return ops.reshape(x, (batch, length, self.heads, size))
+        # The length as -1, not shape(x)[1]: tf2onnx's reshape optimizer rewrites
+        # (batch, length, heads, size) from the dense layer's flattened input and the ONNX model
+        # fails at run time (tests/test_export.py).
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.heads, size))
 
     def _rotate(self, x, positions):
         if self.rope == "1d":

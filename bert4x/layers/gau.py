@@ -167,7 +167,9 @@ class GatedAttentionUnit(keras.layers.Layer):
         c = self.chunk_size
         if key_mask is None:
             key_mask = ops.ones((batch, n), "bool")
-        padding = (-n) % c
+        # (c - n % c) % c, not (-n) % c: in the ONNX export (tf2onnx) the modulo of a negative
+        # number truncated, 9 tokens in chunks of 4 were padded to 8, and the model failed.
+        padding = (c - n % c) % c
         pad = lambda t: ops.pad(t, [[0, 0], [0, padding], [0, 0]])  # noqa: E731
         projected = [pad(self._project(z, name)) for name in
                      ("q_scaleoffset", "k_scaleoffset", "lin_q_scaleoffset", "lin_k_scaleoffset")]

@@ -178,7 +178,8 @@ class PointerCLN:
             [sequence, condition])
         object_pointers = keras.layers.Dense(predicates * 2, activation="sigmoid",
                                              name="Object-Pointers")(conditioned)
-        object_pointers = keras.layers.Reshape((-1, predicates, 2))(object_pointers)
+        object_pointers = keras.layers.Reshape((-1, predicates, 2),
+                                               name="Object-Pointer-Pairs")(object_pointers)
         self.subject_model = keras.Model([token_ids, segment_ids], subject_pointers)
         self.object_model = keras.Model([token_ids, segment_ids, subject_span], object_pointers)
         self.train_model = keras.Model([token_ids, segment_ids, subject_span],
