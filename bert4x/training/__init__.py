@@ -2,7 +2,7 @@
 
 from bert4x.training.backup import AtomicBackup, BackupError
 from bert4x.training.callbacks import Evaluator, MetricsLog, ema_weights, plot_metrics, read_metrics_log
-from bert4x.training.data import BucketedBatches, sequence_padding
+from bert4x.training.data import BucketedBatches, sequence_padding, split_by_length
 from bert4x.training.guards import NonFiniteGuard, TrainingError, work_dir_lock
 from bert4x.training.layouts import model_parallel_layout
 from bert4x.training.loop import (ReplayableEpochs, read_run_settings, record_run_settings,
@@ -19,4 +19,4 @@ __all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError
            "layerwise_multipliers", "model_parallel_layout", "numbered_lines", "plot_metrics",
            "read_metrics_log",
            "read_records", "read_run_settings", "read_text_lines", "record_run_settings",
-           "sequence_padding", "train", "work_dir_lock", "worker_count", "worker_index"]
+           "sequence_padding", "split_by_length", "train", "work_dir_lock", "worker_count", "worker_index"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from bert4x.files import atomic_path
-from bert4x.training import sequence_padding
+from bert4x.training import sequence_padding, split_by_length
 
 
 class SentenceEncoder:
@@ -27,16 +27,24 @@ class SentenceEncoder:
                 raise ValueError(f"text {number} is empty or not a string: {text!r}")
         return self.tokenizer.encode_batch(list(texts), maxlen=self.maxlen)[0]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64,
-               progress: bool = True) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = True,
+               overhead_tokens: Optional[float] = None) -> np.ndarray:
         """Unit-length float32 vectors [len(texts), dim]; batches are formed from texts of
-        similar length (fewer padded positions), results come back in input order."""
+        similar length (fewer padded positions), results come back in input order.
+
+        Batches hold ``batch_size`` texts, or, given a model call's ``overhead_tokens``
+        (a server's few texts at a time), are cut where that costs least
+        (:func:`~bert4x.training.split_by_length`)."""
         ids = self.token_ids(texts)
-        order = np.argsort([len(row) for row in ids], kind="stable")
+        lengths = [len(row) for row in ids]
+        if overhead_tokens is None:
+            order = np.argsort(lengths, kind="stable")
+            batches = [order[start:start + batch_size]
+                       for start in range(0, len(ids), batch_size)]
+        else:
+            batches = split_by_length(lengths, overhead_tokens)
         vectors = None
-        batches = range(0, len(ids), batch_size)
-        for start in tqdm(batches, desc="encoding", unit="batch", disable=not progress):
-            chosen = order[start:start + batch_size]
+        for chosen in tqdm(batches, desc="encoding", unit="batch", disable=not progress):
             tokens = sequence_padding([ids[i] for i in chosen])
             batch = np.asarray(self.encoder.predict_on_batch(
                 [tokens, np.zeros_like(tokens)]), dtype="float32")
