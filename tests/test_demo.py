@@ -33,6 +33,24 @@ def test_tiny_demo_writes_a_row_per_task_with_both_initialisations(tmp_path):
     for task in TASKS:  # each run kept its own directory (settings, metrics, weights)
         assert (tmp_path / task.name / "pretrained" / "metrics.jsonl").exists()
         assert (tmp_path / task.name / "random_init" / "metrics.jsonl").exists()
+    assert_the_demo_runs_can_be_served(tmp_path)
+
+
+def assert_the_demo_runs_can_be_served(demo_dir):
+    """What the README promises: ``bert4x serve`` on the demo's fine-tuned runs."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tasks.serving import build_app
+
+    app = build_app([demo_dir / task.name / "pretrained" for task in TASKS])
+    with TestClient(app) as client:
+        for path, body in (("/encode", {"texts": ["今天天气很好"]}),
+                           ("/extract", {"text": "《红楼梦》的作者是曹雪芹。"}),
+                           ("/answer", {"question": "红楼梦的作者是谁？"})):
+            response = client.post(path, json=body)
+            assert response.status_code == 200, (path, response.text)
+        assert client.post("/answer", json={"question": "红楼梦的作者是谁？"}).json()["in_kb"]
 
 
 def test_unknown_task_is_named():
