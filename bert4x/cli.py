@@ -122,6 +122,8 @@ def _serve(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bert4x.arguments import positive_number, whole_number
+    from bert4x.export import FORMATS
     from bert4x.models import MODELS
 
     parser = argparse.ArgumentParser(prog="bert4x", description="bert4x: Chinese NLP on Keras 3")
@@ -159,9 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to-google", metavar="PREFIX", help="write a Google TF checkpoint")
     convert.set_defaults(handler=_convert)
 
-    from bert4x.arguments import whole_number
-    from bert4x.export import FORMATS
-
     export = commands.add_parser(
         "export", help="write a TF SavedModel and an ONNX file for serving outside Keras")
     export.add_argument("--work-dir", help="a finished task run (cosent, kgclue, triples)")
@@ -172,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="directory for the exported files")
     export.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
     export.set_defaults(handler=_export)
-
-    from bert4x.arguments import positive_number
 
     serve = commands.add_parser("serve", help="serve task runs over HTTP, with a web page")
     serve.add_argument("--work-dir", action="append", required=True,
