@@ -127,9 +127,12 @@ class TextSignature:
         return module
 
 
-def export_saved_model(model: keras.Model, directory, text: Optional[TextSignature] = None) -> str:
+def export_saved_model(model: keras.Model, directory, text: Optional[TextSignature] = None,
+                       endpoints: Optional[dict] = None) -> str:
     """Write a SavedModel with ``serving_default`` (the inputs by name) and, given ``text``,
-    ``serve_text`` (``text``: a string vector; the model must take token and segment ids)."""
+    ``serve_text`` (``text``: a string vector; the model must take token and segment ids).
+    ``endpoints``: more signatures, ``{name: (function, input signature)}`` (a task's
+    in-graph decoding, say)."""
     tf = _require_tensorflow("a SavedModel export")
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -148,6 +151,8 @@ def export_saved_model(model: keras.Model, directory, text: Optional[TextSignatu
 
         archive.add_endpoint("serve_text", serve_text,
                              input_signature=[tf.TensorSpec((None,), tf.string, name="text")])
+    for name, (function, signature) in (endpoints or {}).items():
+        archive.add_endpoint(name, function, input_signature=signature)
     archive.write_out(str(directory), verbose=False)
     return str(directory)
 
@@ -201,11 +206,13 @@ FORMATS = ("saved_model", "onnx")
 
 
 def export_model(model: keras.Model, output_dir, formats=FORMATS, tokenizer=None,
-                 maxlen: Optional[int] = None, metadata: Optional[dict] = None) -> dict:
+                 maxlen: Optional[int] = None, metadata: Optional[dict] = None,
+                 endpoints: Optional[dict] = None) -> dict:
     """Everything a server outside this library needs, in ``output_dir``: ``saved_model/``,
     ``model.onnx``, the tokenizer's ``vocab.txt`` and ``export.json`` (inputs, outputs,
-    ``maxlen``, lower-casing, and the caller's ``metadata``). With a tokenizer and ``maxlen``,
-    and a model on token and segment ids, the SavedModel also gets ``serve_text``."""
+    ``maxlen``, lower-casing, signatures and the caller's ``metadata``). With a tokenizer and
+    ``maxlen``, and a model on token and segment ids, the SavedModel also gets ``serve_text``;
+    ``endpoints`` adds signatures to the SavedModel (see :func:`export_saved_model`)."""
     import json
 
     from bert4x.files import atomic_path
@@ -222,13 +229,15 @@ def export_model(model: keras.Model, output_dir, formats=FORMATS, tokenizer=None
     written = {}
     if "saved_model" in formats:
         written["saved_model"] = export_saved_model(
-            model, os.path.join(output_dir, "saved_model"), text=text)
+            model, os.path.join(output_dir, "saved_model"), text=text, endpoints=endpoints)
     if "onnx" in formats:
         written["onnx"] = export_onnx(model, os.path.join(output_dir, "model.onnx"))
     description = dict(inputs={name: [str(t.dtype), list(t.shape)]
                                for name, t in zip(names, model.inputs)},
                        outputs=output_names(model), maxlen=maxlen,
                        text_signature="serve_text" if text is not None else None,
+                       signatures=["serving_default", *(["serve_text"] if text else []),
+                                   *(endpoints or {})],
                        **(metadata or {}))
     if tokenizer is not None:
         written["vocab"] = os.path.join(output_dir, "vocab.txt")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Optional
 import keras
 
 from tasks.cosent.task import SETTINGS_FILE as COSENT_SETTINGS
@@ -37,6 +38,7 @@ class Exportable:
     tokenizer: object
     maxlen: int
     metadata: dict
+    endpoints: Optional[dict] = None  # more SavedModel signatures: {name: (fn, signature)}
 
 
 def exportable(work_dir) -> Exportable:
@@ -53,12 +55,22 @@ def exportable(work_dir) -> Exportable:
     if task == "kgclue":
         from tasks.kgclue.task import load_trained
 
-        settings, model, tokenizer, _ = load_trained(work_dir)
+        import tensorflow as tf
+
+        from bert4x.generation.in_graph import greedy_function
+
+        settings, model, tokenizer, kb = load_trained(work_dir)
+        greedy = greedy_function(model, kb.trie, tokenizer.sep_id, min_ends=3,
+                                 max_new_tokens=settings.key_maxlen)
+        signature = [tf.TensorSpec((1, None), tf.int32, name="token_ids")]
         return Exportable(task, model, tokenizer, settings.question_maxlen + settings.key_maxlen,
                           dict(task=task, question_maxlen=settings.question_maxlen,
                                key_maxlen=settings.key_maxlen,
-                               note="UniLM next-token logits; beam search over the KB tree "
-                                    "runs in the server (bert4x serve)"))
+                               note="UniLM next-token logits; generate_greedy decodes one "
+                                    "encoded question under the KB tree in the graph (no "
+                                    "look-ahead); beam search with the look-ahead runs in "
+                                    "the server (bert4x serve)"),
+                          endpoints={"generate_greedy": (greedy, signature)})
     from tasks.triple_extraction.task import load_trained
 
     extractor = load_trained(work_dir)
@@ -75,4 +87,4 @@ def export_run(work_dir, output_dir, formats=None) -> dict:
 
     run = exportable(work_dir)
     return export_model(run.model, output_dir, formats or FORMATS, tokenizer=run.tokenizer,
-                        maxlen=run.maxlen, metadata=run.metadata)
+                        maxlen=run.maxlen, metadata=run.metadata, endpoints=run.endpoints)

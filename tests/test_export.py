@@ -163,3 +163,37 @@ def test_every_task_run_exports_its_inference_model(task, tmp_path):
         for name, value in expected.items():
             np.testing.assert_allclose(outputs[name], value, atol=1e-4,
                                        err_msg=f"{task} {runner.__name__} {name}")
+
+
+def test_a_kgclue_export_decodes_greedily_under_the_kb_tree_in_the_graph(tmp_path):
+    import tensorflow as tf
+
+    from bert4x.generation import AutoRegressiveDecoder
+    from pretrained import KGCLUE_DIR
+    from tasks.exports import export_run
+    from tasks.kgclue.data import read_questions
+    from tasks.kgclue.task import MODEL_WEIGHTS, load_trained
+    from tests.task_runs import kgclue_run
+
+    run = kgclue_run(tmp_path / "run", questions=300)
+    settings, model, tokenizer, kb = load_trained(run)
+    # Every weight random (N(0, 0.3)), the export reading them from the run's file.
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
+    model.save_weights(run / MODEL_WEIGHTS)
+    export_run(run, tmp_path / "out", formats=["saved_model"])
+    generate = tf.saved_model.load(str(tmp_path / "out" / "saved_model")).signatures[
+        "generate_greedy"]
+    decoder = AutoRegressiveDecoder(model, end_id=tokenizer.sep_id, min_ends=3,
+                                    max_new_tokens=settings.key_maxlen)
+    questions = [q.question for q in read_questions(KGCLUE_DIR / "dev.json").examples[:6]]
+    prefixes = [tokenizer.encode(q, maxlen=settings.question_maxlen)[0] for q in questions]
+    prefixes += [rng.integers(1, tokenizer.vocab_size, size=n).tolist() for n in (3, 7, 12)]
+    for ids in prefixes:
+        expected = decoder.greedy(ids, constraint=kb.trie)
+        outputs = generate(token_ids=tf.constant([ids], tf.int32))
+        assert outputs["generated"].numpy()[0].tolist() == expected.tokens, ids
+        assert bool(outputs["finished"].numpy()[0]) == expected.finished
+        assert kb.lookup(expected.tokens)  # the tree admits only KB keys
+        # ... and it decides: free decoding of the same prefix goes elsewhere.
+        assert decoder.greedy(ids).tokens != expected.tokens
