@@ -8,6 +8,7 @@
     bert4x export --work-dir RUN --output DIR       a task run as SavedModel + ONNX
     bert4x export --model M.keras --vocab V --maxlen N --output DIR
     bert4x serve --work-dir RUN [--work-dir RUN2 ...] [--index DIR]   HTTP JSON + a web page
+    bert4x serve --model M.keras --vocab V                          a model as POST /predict
     bert4x cosent train|evaluate|encode|search ...   CoSENT sentence vectors (tasks/cosent)
     bert4x kgclue build-kb|train|evaluate|predict ... KgCLUE QA (tasks/kgclue)
     bert4x triples train|evaluate|predict ...         triple extraction (tasks/triple_extraction)
@@ -111,7 +112,11 @@ def _serve(args):
     limits = Limits(max_body_bytes=args.max_body_bytes, max_items=args.max_items,
                     max_text_chars=args.max_text_chars, timeout_seconds=args.timeout,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
-    app = build_app(args.work_dir, limits, index_dir=args.index, beam_size=args.beam_size)
+    if args.model and not args.vocab:
+        raise SystemExit("bert4x serve: --model needs --vocab")
+    models = [(args.model, args.vocab, args.maxlen)] if args.model else []
+    app = build_app(args.work_dir or [], limits, index_dir=args.index, beam_size=args.beam_size,
+                    models=models)
     print(f"bert4x serve: http://{args.host}:{args.port}/ (GET /health lists the endpoints)",
           flush=True)
     # uvicorn finishes in-flight requests on SIGINT/SIGTERM (up to --graceful-seconds), then
@@ -173,8 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     serve = commands.add_parser("serve", help="serve task runs over HTTP, with a web page")
-    serve.add_argument("--work-dir", action="append", required=True,
+    serve.add_argument("--work-dir", action="append",
                        help="a finished task run; repeat for several tasks")
+    serve.add_argument("--model", help="a .keras model on token and segment ids, as /predict")
+    serve.add_argument("--vocab", help="with --model: its vocab.txt")
+    serve.add_argument("--maxlen", type=whole_number(3), default=512,
+                       help="with --model: tokens per text (default %(default)s)")
     serve.add_argument("--index", help="a CoSENT vector index (bert4x cosent encode) for /search")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=whole_number(0), default=8000)

@@ -5,6 +5,7 @@
                   POST /search {"query": "...", "k": 5}  nearest texts of --index
     triples run   POST /extract {"text": "..."}          triples with character spans
     KgCLUE run    POST /answer {"question": "..."}       answer, triple and the KB path taken
+    --model M     POST /predict {"texts": [...]}         a saved Keras model's outputs
 
 Texts go through the app's dynamic batchers (``bert4x.serving``); beam search over the KB tree
 runs one question at a time.
@@ -198,8 +199,16 @@ def build_services(work_dirs: Sequence, limits: Limits, index_dir=None, beam_siz
     return services
 
 
-def build_app(work_dirs: Sequence, limits: Limits = Limits(), index_dir=None, beam_size=3):
-    if not work_dirs:
-        raise ValueError("nothing to serve: give at least one --work-dir")
-    return create_app(build_services(work_dirs, limits, index_dir, beam_size), limits,
-                      page=PAGE.read_text(encoding="utf-8"))
+def build_app(work_dirs: Sequence, limits: Limits = Limits(), index_dir=None, beam_size=3,
+              models: Sequence = ()):
+    """The app for the runs in ``work_dirs`` and, as ``/predict``, at most one saved model:
+    ``models`` holds ``(model file, vocab.txt, maxlen)``."""
+    if not work_dirs and not models:
+        raise ValueError("nothing to serve: give --work-dir and/or --model")
+    if len(models) > 1:
+        raise ValueError("serve one --model at a time")
+    from bert4x.serving.model_service import ModelService
+
+    services = build_services(work_dirs, limits, index_dir, beam_size)
+    services += [ModelService(path, vocab, limits, maxlen) for path, vocab, maxlen in models]
+    return create_app(services, limits, page=PAGE.read_text(encoding="utf-8"))

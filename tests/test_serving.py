@@ -418,3 +418,37 @@ def test_the_page_shows_triples_neighbours_and_the_answer_in_headless_chromium(s
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_a_saved_keras_model_is_served_as_predict(tmp_path):
+    import keras
+    from fastapi.testclient import TestClient
+
+    from bert4x import build_transformer_model
+    from bert4x.tokenizers import Tokenizer
+    from pretrained import CHINESE_BERT_VOCAB
+    from tasks.serving import build_app
+    from tests.task_runs import TINY
+
+    keras.utils.set_random_seed(0)
+    backbone = build_transformer_model(TINY, with_pool=True)
+    # Two outputs: a vector per text and a vector per token.
+    model = keras.Model(backbone.inputs, [backbone.output,
+                                          backbone.get_layer("Embedding-Norm").output])
+    model.save(tmp_path / "model.keras")
+    app = build_app([], models=[(tmp_path / "model.keras", CHINESE_BERT_VOCAB, 16)])
+    texts = ["今天天气很好", "一个很长的句子" * 5]
+    with TestClient(app) as client:
+        results = client.post("/predict", json={"texts": texts}).json()["results"]
+        assert client.post("/predict", json={"texts": [""]}).status_code == 422
+    tokenizer = Tokenizer(CHINESE_BERT_VOCAB)
+    ids = tokenizer.encode_batch(texts, maxlen=16)[0]
+    for text_ids, result in zip(ids, results):
+        expected = [np.asarray(o)[0] for o in model.predict(
+            [np.array([text_ids]), np.zeros((1, len(text_ids)), "int32")], verbose=0)]
+        assert result["tokens"] == tokenizer.ids_to_tokens(text_ids)
+        np.testing.assert_allclose(result["pooler"], expected[0], atol=1e-5)
+        np.testing.assert_allclose(result["embedding_norm"], expected[1], atol=1e-5)
+        assert np.asarray(result["embedding_norm"]).shape == (len(text_ids), TINY["hidden_size"])
+    with pytest.raises(ValueError, match="nothing to serve"):
+        build_app([])
