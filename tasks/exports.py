@@ -16,6 +16,7 @@ from tasks.cosent.task import SETTINGS_FILE as COSENT_SETTINGS
 from tasks.kgclue.task import SETTINGS_FILE as KGCLUE_SETTINGS
 from tasks.triple_extraction.task import SETTINGS_FILE as TRIPLES_SETTINGS
 
+BEAM_SIZE = 3  # the KgCLUE Answerer's default
 TASK_OF_SETTINGS = {COSENT_SETTINGS: "cosent", KGCLUE_SETTINGS: "kgclue",
                     TRIPLES_SETTINGS: "triples"}
 
@@ -57,20 +58,24 @@ def exportable(work_dir) -> Exportable:
 
         import tensorflow as tf
 
-        from bert4x.generation.in_graph import greedy_function
+        from bert4x.generation.in_graph import beam_function, greedy_function
 
         settings, model, tokenizer, kb = load_trained(work_dir)
-        greedy = greedy_function(model, kb.trie, tokenizer.sep_id, min_ends=3,
-                                 max_new_tokens=settings.key_maxlen)
+        decoding = dict(model=model, trie=kb.trie, end_id=tokenizer.sep_id, min_ends=3,
+                        max_new_tokens=settings.key_maxlen)
         signature = [tf.TensorSpec((1, None), tf.int32, name="token_ids")]
         return Exportable(task, model, tokenizer, settings.question_maxlen + settings.key_maxlen,
                           dict(task=task, question_maxlen=settings.question_maxlen,
                                key_maxlen=settings.key_maxlen,
-                               note="UniLM next-token logits; generate_greedy decodes one "
-                                    "encoded question under the KB tree in the graph (no "
-                                    "look-ahead); beam search with the look-ahead runs in "
-                                    "the server (bert4x serve)"),
-                          endpoints={"generate_greedy": (greedy, signature)})
+                               beam_size=BEAM_SIZE,
+                               note="UniLM next-token logits; generate_greedy and "
+                                    "generate_beam decode one encoded question under the KB "
+                                    "tree in the graph (without the LCS look-ahead, which "
+                                    "bert4x serve adds)"),
+                          endpoints={"generate_greedy": (greedy_function(**decoding), signature),
+                                     "generate_beam": (beam_function(**decoding,
+                                                                     beam_size=BEAM_SIZE),
+                                                       signature)})
     from tasks.triple_extraction.task import load_trained
 
     extractor = load_trained(work_dir)

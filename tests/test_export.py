@@ -165,7 +165,7 @@ def test_every_task_run_exports_its_inference_model(task, tmp_path):
                                        err_msg=f"{task} {runner.__name__} {name}")
 
 
-def test_a_kgclue_export_decodes_greedily_under_the_kb_tree_in_the_graph(tmp_path):
+def test_a_kgclue_export_decodes_greedily_and_by_beam_under_the_kb_tree_in_the_graph(tmp_path):
     import tensorflow as tf
 
     from bert4x.generation import AutoRegressiveDecoder
@@ -182,18 +182,21 @@ def test_a_kgclue_export_decodes_greedily_under_the_kb_tree_in_the_graph(tmp_pat
     model.set_weights([rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
     model.save_weights(run / MODEL_WEIGHTS)
     export_run(run, tmp_path / "out", formats=["saved_model"])
-    generate = tf.saved_model.load(str(tmp_path / "out" / "saved_model")).signatures[
-        "generate_greedy"]
+    signatures = tf.saved_model.load(str(tmp_path / "out" / "saved_model")).signatures
     decoder = AutoRegressiveDecoder(model, end_id=tokenizer.sep_id, min_ends=3,
                                     max_new_tokens=settings.key_maxlen)
     questions = [q.question for q in read_questions(KGCLUE_DIR / "dev.json").examples[:6]]
     prefixes = [tokenizer.encode(q, maxlen=settings.question_maxlen)[0] for q in questions]
     prefixes += [rng.integers(1, tokenizer.vocab_size, size=n).tolist() for n in (3, 7, 12)]
     for ids in prefixes:
-        expected = decoder.greedy(ids, constraint=kb.trie)
-        outputs = generate(token_ids=tf.constant([ids], tf.int32))
-        assert outputs["generated"].numpy()[0].tolist() == expected.tokens, ids
-        assert bool(outputs["finished"].numpy()[0]) == expected.finished
-        assert kb.lookup(expected.tokens)  # the tree admits only KB keys
-        # ... and it decides: free decoding of the same prefix goes elsewhere.
-        assert decoder.greedy(ids).tokens != expected.tokens
+        greedy = decoder.greedy(ids, constraint=kb.trie)
+        (beam,) = decoder.beam_search(ids, beam_size=3, num_results=1, constraint=kb.trie)
+        for name, expected in (("generate_greedy", greedy), ("generate_beam", beam)):
+            outputs = signatures[name](token_ids=tf.constant([ids], tf.int32))
+            assert outputs["generated"].numpy()[0].tolist() == expected.tokens, (name, ids)
+            assert bool(outputs["finished"].numpy()[0]) == expected.finished
+            assert outputs["log_prob"].numpy()[0] == pytest.approx(expected.log_prob, abs=1e-3)
+            assert kb.lookup(expected.tokens)  # the tree admits only KB keys
+        assert beam.log_prob > greedy.log_prob  # the beam finds what greedy misses
+        # ... and the tree decides: free decoding of the same prefix goes elsewhere.
+        assert decoder.greedy(ids).tokens != greedy.tokens
