@@ -19,4 +19,5 @@ __all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError
            "layerwise_multipliers", "model_parallel_layout", "numbered_lines", "plot_metrics",
            "read_metrics_log",
            "read_records", "read_run_settings", "read_text_lines", "record_run_settings",
-           "sequence_padding", "split_by_length", "train", "work_dir_lock", "worker_count", "worker_index"]
+           "sequence_padding", "split_by_length", "train", "work_dir_lock", "worker_count",
+           "worker_index"]
