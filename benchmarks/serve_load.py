@@ -3,10 +3,10 @@
 A CoSENT run on the embedded model (its pretrained weights; the throughput does not depend on
 fine-tuning), or with ``--size base`` on a random model of BERT-base size, is served;
 ``--clients`` concurrent clients send ``--requests`` ``/encode`` requests of one real STS-B-zh
-sentence each. The peer is the same encoder called offline (``SentenceEncoder.encode``, batches of ``--max-batch``) on the same sentences, in this process.
-The two are timed in turn (offline, server, offline, server, ...): the ratio is the share of
-offline throughput the service keeps, with HTTP, JSON and the clients themselves on the same
-cores.
+sentence each. The peer is the same encoder called offline (``SentenceEncoder.encode``,
+batches of ``--max-batch``) on the same sentences, in this process. The two are timed in turn
+(offline, server, offline, server, ...): the ratio is the share of offline throughput the
+service keeps, with HTTP, JSON and the clients themselves on the same cores.
 
     python benchmarks/serve_load.py                       # 2,000 requests, 32 clients
     python benchmarks/serve_load.py --size base           # a model where compute dominates
