@@ -307,9 +307,12 @@ def test_hostile_traffic_gets_4xx_the_server_serves_on_and_memory_returns(server
     bad = [(path, json.dumps(body).encode()) for path, body, _, _ in BAD_REQUESTS]
     bad += [("/encode", b'{"texts": ["a"'), ("/encode", b"x" * (1 << 20)),
             ("/encode", b"\xff\xfe not utf-8"), ("/encode", b"[]"), ("/encode", b"null")]
-    asyncio.run(fire(url, bad * 3, concurrency=32))  # the allocator settles
+    hostile = (bad * 40)[:500]
+    # The first 500 connections raise the high-water mark (about 23 MB: buffers, allocator
+    # arenas); after it, rounds of the same traffic must not add up.
+    asyncio.run(fire(url, hostile, concurrency=500))
     before = resident_mb(process.pid)
-    results = asyncio.run(fire(url, (bad * 40)[:500], concurrency=500))
+    results = asyncio.run(fire(url, hostile, concurrency=500))
     statuses = {status for status, _ in results}
     assert statuses <= {404, 413, 422}, statuses
     # 500 idle connections do not stop the server from answering.
@@ -321,9 +324,9 @@ def test_hostile_traffic_gets_4xx_the_server_serves_on_and_memory_returns(server
     finally:
         for connection in idle:
             connection.close()
-    asyncio.run(fire(url, (bad * 40)[:500], concurrency=500))
+    asyncio.run(fire(url, hostile, concurrency=500))
     after = resident_mb(process.pid)
-    assert after - before < 40, (before, after)
+    assert after - before < 8, (before, after)
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
