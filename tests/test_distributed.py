@@ -168,13 +168,17 @@ for family in ["bert", "gau_alpha"]:
         return start, before, model.get_weights(), halves
     start, before, after, _ = trained(None)
     mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"])
-    split = keras.distribution.ModelParallel(layout_map=model_parallel_layout(mesh),
-                                             batch_dim_name="batch")
+    layout = model_parallel_layout(mesh, config=config)
+    split = keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
     _, split_before, split_after, halves = trained(split, start)
     results[family] = dict(
         predict=float(np.abs(split_before - before).max()),
         trained=max(float(np.abs(a - b).max()) for a, b in zip(split_after, after)),
         moved=max(float(np.abs(a - b).max()) for a, b in zip(after, start)), halves=halves)
+try:
+    model_parallel_layout(mesh, config={**config, "intermediate_size": 25})
+except ValueError as error:
+    results["odd_size"] = str(error)
 print("RESULT " + json.dumps(results))
 """
 
@@ -186,6 +190,8 @@ def test_jax_model_parallel_layout_splits_the_weights_and_keeps_the_numbers():
                                             "XLA_FLAGS": TWO_HOST_DEVICES})
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.rsplit("RESULT ", 1)[1])
+    assert results.pop("odd_size") == ("intermediate_size=25 does not split over the 2 devices "
+                                       "of the mesh axis 'model': it must be a multiple of 2")
     for family, result in results.items():
         assert result["halves"] and all(result["halves"]), (family, result)
         assert result["predict"] < 1e-5, (family, result)
