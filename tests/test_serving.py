@@ -308,25 +308,29 @@ def test_hostile_traffic_gets_4xx_the_server_serves_on_and_memory_returns(server
     bad += [("/encode", b'{"texts": ["a"'), ("/encode", b"x" * (1 << 20)),
             ("/encode", b"\xff\xfe not utf-8"), ("/encode", b"[]"), ("/encode", b"null")]
     hostile = (bad * 40)[:500]
-    # The first 500 connections raise the high-water mark (about 23 MB: buffers, allocator
-    # arenas); after it, rounds of the same traffic must not add up.
-    asyncio.run(fire(url, hostile, concurrency=500))
+
+    def round_of_hostility():
+        results = asyncio.run(fire(url, hostile, concurrency=500))
+        statuses = {status for status, _ in results}
+        assert statuses <= {404, 413, 422}, statuses
+        # 500 idle connections do not stop the server from answering.
+        idle = [socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+                for _ in range(500)]
+        try:
+            response = httpx.post(url + "/encode", json={"texts": ["还在服务"]}, timeout=30)
+            assert response.status_code == 200
+        finally:
+            for connection in idle:
+                connection.close()
+
+    # The first round raises the high-water mark (about 23 MB: connection buffers, allocator
+    # arenas, and on JAX the compiled shape of the real request); later rounds must not add up.
+    round_of_hostility()
     before = resident_mb(process.pid)
-    results = asyncio.run(fire(url, hostile, concurrency=500))
-    statuses = {status for status, _ in results}
-    assert statuses <= {404, 413, 422}, statuses
-    # 500 idle connections do not stop the server from answering.
-    idle = [socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-            for _ in range(500)]
-    try:
-        response = httpx.post(url + "/encode", json={"texts": ["还在服务"]}, timeout=30)
-        assert response.status_code == 200
-    finally:
-        for connection in idle:
-            connection.close()
-    asyncio.run(fire(url, hostile, concurrency=500))
+    round_of_hostility()
+    round_of_hostility()
     after = resident_mb(process.pid)
-    assert after - before < 8, (before, after)
+    assert after - before < 16, (before, after)  # seen: +0.6 (TF), +1.9 (torch), +5.2 MB (JAX)
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
