@@ -25,10 +25,15 @@ ONNX_OPSET = 17
 INPUT_NAMES = {"Input-Token": "token_ids", "Input-Segment": "segment_ids"}
 
 
+class ExportError(ValueError):
+    """An export this setup cannot make (another backend, TensorFlow Text missing); a
+    ValueError, so the command line prints it as one line."""
+
+
 def _require_tensorflow(what: str):
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
-                           f"this process runs {keras.backend.backend()!r}")
+        raise ExportError(f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
+                          f"this process runs {keras.backend.backend()!r}")
     import tensorflow as tf
     return tf
 
@@ -92,8 +97,8 @@ class TextSignature:
         try:
             import tensorflow_text as tf_text
         except ImportError as error:
-            raise RuntimeError("a raw-text signature needs TensorFlow Text: pip install "
-                               "tensorflow-text (or export without --text-signature)") from error
+            raise ExportError("a raw-text signature needs TensorFlow Text: pip install "
+                              "tensorflow-text (or export without a vocabulary)") from error
         tokenizer = self.tokenizer
         vocab = [tokenizer.id_to_token[i] for i in range(tokenizer.vocab_size)]
         module = tf.Module()

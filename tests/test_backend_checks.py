@@ -75,3 +75,22 @@ def test_a_google_checkpoint_without_tensorflow_is_one_clear_error(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     message = done.stdout.split("ERROR ", 1)[1]
     assert "needs TensorFlow" in message and "bert4x convert --to-hf" in message
+
+
+def test_export_on_another_backend_is_one_clear_error(tmp_path):
+    """SavedModel and ONNX export trace TF graphs; on JAX the command says so in one line."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax not installed")
+    program = ("import sys, keras\n"
+               "from bert4x import build_transformer_model\n"
+               "from bert4x.cli import main\n"
+               "build_transformer_model(dict(vocab_size=30, hidden_size=8, num_hidden_layers=1, "
+               "num_attention_heads=2, intermediate_size=8)).save(sys.argv[1])\n"
+               "sys.exit(main(['export', '--model', sys.argv[1], '--output', sys.argv[2]]))\n")
+    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "model.keras"),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, KERAS_BACKEND="jax"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert ("bert4x export: a SavedModel export needs the TensorFlow backend "
+            "(KERAS_BACKEND=tensorflow); this process runs 'jax'") in done.stderr
+    assert "Traceback" not in done.stderr
