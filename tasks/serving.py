@@ -62,9 +62,7 @@ class CosentService:
         self.index = VectorIndex.load(index_dir) if index_dir is not None else None
         # What one model call costs beyond its tokens, measured on this host, decides how a
         # batch of mixed lengths is cut into calls.
-        model = self.encoder.encoder
-        self.overhead_tokens = call_overhead_tokens(lambda rows, length: model.predict_on_batch(
-            [np.ones((rows, length), "int32"), np.zeros((rows, length), "int32")]))
+        self.overhead_tokens = call_overhead_tokens(self.encoder.encoder)
 
     def _encode(self, texts: List[str]) -> List[np.ndarray]:
         return list(self.encoder.encode(texts, progress=False,
@@ -129,7 +127,8 @@ class TriplesService:
 
 
 def _span(text: str, entity: str) -> Optional[List[int]]:
-    """``[start, end)`` of the entity's first occurrence, the one the model's span came from."""
+    """``[start, end)`` of the entity's first occurrence (decoding returns the entity's text,
+    not its offsets, so a repeated entity is marked where it first appears)."""
     start = text.find(entity)
     return None if start < 0 else [start, start + len(entity)]
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from typing import Any, Callable, List, Optional, Sequence
+
+import numpy as np
 
 
 class ServerBusy(Exception):
@@ -119,18 +122,17 @@ class DynamicBatcher:
 
 
 
-def call_overhead_tokens(run: Callable[[int, int], object], repeats: int = 3) -> float:
-    """A model call's fixed cost in token-equivalents, measured: ``run(rows, length)`` runs
-    one call on a batch of that shape. From the fastest of ``repeats`` calls of a small
-    (1 x 8) and a large (32 x 64) batch, cost = overhead + k x rows x length."""
-    import time
-
+def call_overhead_tokens(model, repeats: int = 3) -> float:
+    """A model call's fixed cost in token-equivalents, measured on ``model`` (inputs: token
+    ids, segment ids). From the fastest of ``repeats`` calls of a small (1 x 8) and a large
+    (32 x 64) batch, cost = overhead + k x rows x length."""
     def seconds(rows, length):
-        run(rows, length)  # tracing for this shape
+        inputs = [np.ones((rows, length), "int32"), np.zeros((rows, length), "int32")]
+        model.predict_on_batch(inputs)  # tracing for this shape
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            run(rows, length)
+            model.predict_on_batch(inputs)
             times.append(time.perf_counter() - started)
         return min(times)
 

@@ -37,8 +37,7 @@ class ModelService:
                              f"takes {names}")
         self.tokenizer, self.maxlen, self.limits = Tokenizer(vocab), maxlen, limits
         self.outputs = output_names(self.model)
-        self.overhead_tokens = call_overhead_tokens(lambda rows, length: self._call(
-            [[1] * length] * rows))
+        self.overhead_tokens = call_overhead_tokens(self.model)
 
     def _call(self, ids: List[List[int]]):
         from bert4x.training import sequence_padding
