@@ -83,6 +83,11 @@ def _export(args):
 
     if (args.work_dir is None) == (args.model is None):
         raise SystemExit("bert4x export: give --work-dir RUN (a task run) or --model FILE")
+    if args.work_dir is not None and (args.vocab or args.maxlen):
+        raise SystemExit("bert4x export: --vocab and --maxlen go with --model; a task run "
+                         "brings its own")
+    if (args.vocab is None) != (args.maxlen is None):
+        raise SystemExit("bert4x export: the raw-text signature needs both --vocab and --maxlen")
     if args.work_dir is not None:
         from tasks.exports import export_run
 
@@ -112,8 +117,8 @@ def _serve(args):
     limits = Limits(max_body_bytes=args.max_body_bytes, max_items=args.max_items,
                     max_text_chars=args.max_text_chars, timeout_seconds=args.timeout,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
-    if args.model and not args.vocab:
-        raise SystemExit("bert4x serve: --model needs --vocab")
+    if bool(args.model) != bool(args.vocab):
+        raise SystemExit("bert4x serve: --model and --vocab go together")
     models = [(args.model, args.vocab, args.maxlen)] if args.model else []
     app = build_app(args.work_dir or [], limits, index_dir=args.index, beam_size=args.beam_size,
                     models=models)

@@ -131,6 +131,12 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     assert (tmp_path / "out" / "vocab.txt").read_text().splitlines()[101] == "[CLS]"
     with pytest.raises(SystemExit, match="--work-dir RUN"):
         bert4x_main(["export", "--output", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="needs both --vocab and --maxlen"):
+        bert4x_main(["export", "--model", str(tmp_path / "model.keras"), "--vocab",
+                     str(CHINESE_BERT_VOCAB), "--output", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="go with --model"):
+        bert4x_main(["export", "--work-dir", str(tmp_path), "--maxlen", "16", "--output",
+                     str(tmp_path / "none")])
     assert bert4x_main(["export", "--work-dir", str(tmp_path), "--output",
                         str(tmp_path / "none")]) == 2
     assert "holds no task run" in capsys.readouterr().err

@@ -459,3 +459,7 @@ def test_a_saved_keras_model_is_served_as_predict(tmp_path):
         assert np.asarray(result["embedding_norm"]).shape == (len(text_ids), TINY["hidden_size"])
     with pytest.raises(ValueError, match="nothing to serve"):
         build_app([])
+    from bert4x.cli import main as bert4x_main
+
+    with pytest.raises(SystemExit, match="--model and --vocab go together"):
+        bert4x_main(["serve", "--model", str(tmp_path / "model.keras")])
