@@ -10,6 +10,8 @@ something else.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -84,6 +86,11 @@ def min(x, axis=None, keepdims=False):  # noqa: A001
 
 
 def prod(x, axis=None, keepdims=False):
+    """A static shape's product stays a Python int (``K.prod(K.shape(x)[2:])`` in a reshape):
+    JAX traces even constant arithmetic under ``jit``, and a traced size cannot shape an array."""
+    if isinstance(x, (tuple, list)) and all(isinstance(d, int) for d in x) \
+            and axis is None and not keepdims:
+        return math.prod(x)
     return ops.prod(x, axis=axis, keepdims=keepdims)
 
 

@@ -153,7 +153,9 @@ def extend_with_exponential_moving_average(base):
             variables = self._trainable_variables
             self._old_weights = [ops.convert_to_numpy(v) for v in variables]
             for variable, average in zip(variables, self._model_variables_moving_average):
-                variable.assign(average)
+                # A copy: on JAX, assigning the variable itself shares its buffer, and the
+                # next predict or train step donates (deletes) that buffer under the average.
+                variable.assign(ops.convert_to_numpy(average))
 
         def reset_old_weights(self):
             """Put back the weights that :meth:`apply_ema_weights` replaced."""

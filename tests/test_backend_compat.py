@@ -182,3 +182,21 @@ def test_set_gelu_switches_what_gelu_builds():
     assert activations.get("gelu") is keras.activations.gelu
     with pytest.raises(ValueError, match="gelu version must be 'erf' or 'tanh'"):
         backend.set_gelu("relu")
+
+
+def test_a_static_shape_product_can_shape_a_reshape_in_a_compiled_loss():
+    """bert4keras' GlobalPointer loss flattens with ``K.prod(K.shape(y)[2:])``: under JAX's jit
+    a traced product cannot be a shape, so the product of static sizes stays a Python int."""
+    assert K.prod((2, 3, 4)) == 24 and isinstance(K.prod((2, 3, 4)), int)
+
+    def flattened_loss(y_true, y_pred):
+        shape = K.shape(y_pred)
+        flat = K.reshape(y_pred, (shape[0], -1, K.prod(shape[2:])))
+        return K.mean(K.square(flat - K.reshape(y_true, K.shape(flat))), axis=[1, 2])
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Reshape((2, 2, 3))(keras.layers.Dense(12)(inputs)))
+    model.compile(optimizer="sgd", loss=flattened_loss)
+    x, y = np.ones((3, 4), "float32"), np.zeros((3, 2, 2, 3), "float32")
+    first = model.train_on_batch(x, y)
+    assert np.isfinite(first) and model.train_on_batch(x, y) < first

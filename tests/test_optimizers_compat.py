@@ -107,6 +107,29 @@ def test_exponential_moving_average_swaps_averages_in_and_out():
         optimizer.apply_ema_weights(bias_correction=False)
 
 
+
+def test_averages_survive_predict_and_save_while_applied(tmp_path):
+    """bert4keras' evaluators apply the averages, predict, save and reset inside fit. On JAX,
+    predict and every train step donate (delete) the buffers of the model's variables, so the
+    averages must be copied in, not shared: the relation-extraction example failed with
+    "Array has been deleted" at its first epoch end."""
+    AdamEMA = optimizers.extend_with_exponential_moving_average(optimizers.Adam)
+    _, optimizer, dense = train(lambda: AdamEMA(learning_rate=0.01, ema_momentum=0.9), epochs=3)
+    trained = [np.array(w) for w in dense.get_weights()]
+    averages = [keras.ops.convert_to_numpy(a) for a in optimizer._model_variables_moving_average]
+    optimizer.apply_ema_weights()
+    head = keras.Model(dense.input, dense.output)
+    predicted = head.predict(X, verbose=0)
+    np.testing.assert_allclose(predicted, X @ averages[0] + averages[1], atol=1e-5)
+    head.save_weights(str(tmp_path / "best.weights.h5"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(
+        optimizer._model_variables_moving_average[0]), averages[0], atol=1e-7)
+    optimizer.reset_old_weights()
+    for weight, expected in zip(dense.get_weights(), trained):
+        np.testing.assert_allclose(weight, expected, atol=1e-7)
+    head.load_weights(str(tmp_path / "best.weights.h5"))
+    np.testing.assert_allclose(dense.get_weights()[0], averages[0], atol=1e-7)
+
 def test_gradient_accumulation_equals_the_full_batch_step():
     full, _, _ = train(lambda: optimizers.Adam(0.01), epochs=3, batch_size=8)
     Accumulating = optimizers.extend_with_gradient_accumulation(optimizers.Adam)
