@@ -20,10 +20,14 @@ from keras import ops
 
 
 def compile_function(function):
-    """``function`` traced into a graph where the backend offers one.
+    """``function`` in the fastest form the backend offers for repeated inference calls.
 
-    TensorFlow retraces for new input ranks only (``reduce_retracing``): prefixes of any length
-    and any number of rows share one graph after the first few calls.
+    TensorFlow traces a graph and retraces for new input ranks only (``reduce_retracing``):
+    prefixes of any length and any number of rows share one graph after the first few calls.
+    JAX compiles with XLA. PyTorch runs eagerly without recording gradients: ``torch.compile``
+    was measured slower here (a 6-layer UniLM beam search: two minutes of compiling, then
+    54-59 ms per token against 39-43 eager without autograd, since Dynamo recompiles for every
+    cache position and breaks its graph inside Keras' tree utilities).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -34,7 +38,12 @@ def compile_function(function):
         import jax
 
         return jax.jit(function)
-    return function
+    import torch
+
+    def without_autograd(*args):
+        with torch.no_grad():
+            return function(*args)
+    return without_autograd
 
 
 def log_softmax(logits) -> np.ndarray:
