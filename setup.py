@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         # torch<=2.13.0: the CPU build; newer releases pull multi-GB CUDA wheels by default.
-        "test": ["pytest", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
+        "test": ["pytest", "pytest-xdist", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
                  "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
                  "tf2onnx", "onnxruntime", "tensorflow-text", "fastapi", "uvicorn[standard]",
                  "prometheus-client", "httpx", "selenium", "aiohttp"],
