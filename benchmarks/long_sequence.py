@@ -1,10 +1,11 @@
 """Long inputs: FLASH mixed-chunk attention vs quadratic GAU vs standard multi-head attention.
 
 One layer of each at base size (hidden 768; attention: 12 heads of 64; GAU/FLASH: e = 1536,
-s = 128, FLASH chunks of 256), batch 1, CPU, float32. Each (layer, length) runs in its own
-process so that its peak resident memory can be read; time is the median of a few forward
-passes after a warm-up. Prints a table (with each figure's ratio to standard attention, the
-named peer) and writes a PNG plot.
+s = 128, FLASH chunks of 256), batch 1, CPU, float32, TensorFlow graphs. For each length, one
+process times the three layers in turn (attention, GAU, FLASH, attention, ...; the median of a
+few forward passes after a warm-up), and each (layer, length) runs once more in a process of its
+own so that its peak resident memory can be read. Prints the host, a table (with each figure's
+ratio to standard attention, the named peer) and writes a PNG plot.
 
     python benchmarks/long_sequence.py                       # 512 ... 8192 tokens
     python benchmarks/long_sequence.py --lengths 512 1024    # quick check
@@ -14,40 +15,56 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("attention", "gau", "flash")
 
 
-def measure(kind, length, repeats):
-    """Run in a child process: build one layer, time its forward pass, report peak memory."""
+def forward_function(kind, length):
+    """One layer of ``kind`` and an input of ``length`` tokens, as a call that waits for the
+    result."""
     import numpy as np
     import tensorflow as tf
 
     from bert4x.layers import GatedAttentionUnit, MultiHeadAttention
 
-    hidden = 768
     if kind == "attention":
         layer = MultiHeadAttention(12, 64)
     elif kind == "gau":
         layer = GatedAttentionUnit(1536, key_size=128, normalization="relu2")
     else:
         layer = GatedAttentionUnit(1536, key_size=128, normalization="relu2", chunk_size=256)
-    x = tf.constant(np.random.default_rng(0).normal(size=(1, length, hidden)), "float32")
+    x = tf.constant(np.random.default_rng(0).normal(size=(1, length, 768)), "float32")
     forward = tf.function(lambda inputs: layer(inputs), jit_compile=False)
+    return lambda: forward(x).numpy()
+
+
+def time_all(length, repeats):
+    """Run in a child process: median seconds per forward pass of each layer, interleaved."""
+    from host import interleaved
+
+    return interleaved({kind: forward_function(kind, length) for kind in KINDS}, repeats)
+
+
+def peak_memory(kind, length):
+    """Run in a child process: the memory one forward pass of ``kind`` adds at its peak."""
+    forward = forward_function(kind, length)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    forward(x).numpy()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(x).numpy()
-        seconds.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": statistics.median(seconds), "peak_mb": (peak - baseline) / 1024}
+    forward()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+
+
+def child(*arguments):
+    """The JSON a child process printed last, or None (and the reason) if it failed."""
+    done = subprocess.run([sys.executable, __file__, *map(str, arguments)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{' '.join(map(str, arguments))} failed: {done.stderr.strip()[-300:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -55,23 +72,25 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default="long_sequence.png")
-    parser.add_argument("--one", nargs=2, metavar=("KIND", "LENGTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--time", type=int, metavar="LENGTH", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=2, metavar=("KIND", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.repeats)))
+    if args.time:
+        print(json.dumps(time_all(args.time, args.repeats)))
+        return
+    if args.memory:
+        print(json.dumps(peak_memory(args.memory[0], int(args.memory[1]))))
         return
 
+    from host import print_host
+    print_host()
     results = {}
     for length in args.lengths:
+        seconds = child("--time", length, "--repeats", args.repeats)
         for kind in KINDS:
-            child = subprocess.run([sys.executable, __file__, "--one", kind, str(length),
-                                    "--repeats", str(args.repeats)],
-                                   capture_output=True, text=True)
-            if child.returncode != 0:
-                results[kind, length] = None
-                print(f"{kind} at {length} tokens failed: {child.stderr.strip()[-300:]}")
-                continue
-            results[kind, length] = json.loads(child.stdout.strip().splitlines()[-1])
+            peak_mb = child("--memory", kind, length)
+            results[kind, length] = None if seconds is None or peak_mb is None else \
+                {"seconds": seconds[kind], "peak_mb": peak_mb}
 
     print("one layer, batch 1, CPU, float32; ratio = figure / standard attention's")
     print(f"{'tokens':>7s} | " + " | ".join(f"{k + ' ms':>13s} {'ratio':>5s}" for k in KINDS)
