@@ -1,6 +1,6 @@
 """The ``bert4x`` command line.
 
-    bert4x demo                          fine-tune the embedded model on every task vs random init
+    bert4x demo                          each task on the embedded model, against its baselines
     bert4x selfcheck                     round-trip every model family through both checkpoint formats
     bert4x models                        the checkpoints bert4x loads, with their settings
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tasks.demo import TASKS
 
     demo = commands.add_parser(
-        "demo", help="fine-tune the embedded model on each task and compare with random init")
+        "demo", help="fine-tune the embedded model on each task and score it against baselines")
     demo.add_argument("--work-dir", default="bert4x_demo",
                       help="where the runs, results.md and results.png go (default %(default)s)")
     demo.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS],

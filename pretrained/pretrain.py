@@ -247,9 +247,27 @@ def main():
                      init_from=args.init_from, all_tokens=args.all_tokens,
                      frozen_table=args.freeze_token_embeddings,
                      history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
-        with open(os.path.join(args.export, "README.md"), "w", encoding="utf-8") as handle:
-            handle.write(model_card(facts))
+        card = os.path.join(args.export, "README.md")
+        measured_later = kept_sections(card)
+        with open(card, "w", encoding="utf-8") as handle:
+            handle.write(model_card(facts) + measured_later)
         print("exported to", args.export)
+
+
+#: Where a card's sections measured after pre-training start (fine-tuning comparisons): a
+#: re-export keeps them.
+KEPT_FROM = "## Against random initialisation"
+
+
+def kept_sections(card_path: str) -> str:
+    """An existing card's text from :data:`KEPT_FROM` on ("" when there is no card or no such
+    section): pre-training does not measure it, so it must not erase it."""
+    try:
+        with open(card_path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return ""
+    return "\n" + text[text.index(KEPT_FROM):] if KEPT_FROM in text else ""
 
 
 def model_card(facts: dict) -> str:

@@ -147,3 +147,14 @@ def test_a_frozen_token_table_stays_put_while_the_rest_trains(freeze):
     model.train_on_batch(inputs, targets, sample_weight=weights)
     assert not np.allclose(norm.numpy(), norm_before)
     assert np.array_equal(table.numpy(), table_before) == freeze
+
+
+def test_a_re_export_keeps_the_cards_fine_tuning_comparison(tmp_path):
+    from pretrained.pretrain import KEPT_FROM, kept_sections
+
+    card = tmp_path / "README.md"
+    assert kept_sections(str(card)) == ""  # no card yet
+    card.write_text(f"# old card\n\nfacts\n\n{KEPT_FROM}\n\n| a | b |\n", encoding="utf-8")
+    assert kept_sections(str(card)) == f"\n{KEPT_FROM}\n\n| a | b |\n"
+    card.write_text("# a card without it\n", encoding="utf-8")
+    assert kept_sections(str(card)) == ""
