@@ -140,7 +140,10 @@ def masked_positions_model(built) -> keras.Model:
     hidden = model.get_layer(f"Transformer-{built.config.num_hidden_layers - 1}"
                              "-FeedForward-Norm").output
     positions = keras.Input(shape=(None,), dtype="int32", name="Masked-Positions")
+    # The output shape is stated: JAX's shape inference cannot broadcast the [batch, masked, 1]
+    # indices against the hidden size through unknown lengths.
     x = keras.layers.Lambda(lambda t: keras.ops.take_along_axis(t[0], t[1][..., None], axis=1),
+                            output_shape=(None, hidden.shape[-1]),
                             name="MLM-Gather")([hidden, positions])
     x = model.get_layer("MLM-Norm")(model.get_layer("MLM-Dense")(x))
     x = model.get_layer("Embedding-Token")(x, reverse=True)
