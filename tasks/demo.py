@@ -29,8 +29,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 from bert4x.files import atomic_path
 
 TRIPLES_HELD_OUT = 30  # texts of the second DuIE-format sample that no demo run trains on
-#: Queries for the semantic search, in the style of the STS-B sentences (none is in the corpus).
-SEARCH_QUERIES = ("一个男人在弹吉他。", "一个女人在厨房里切菜。", "一只狗在草地上奔跑。")
+#: Queries for the semantic search: paraphrases in the style of the STS-B sentences, none of
+#: them in the corpus searched (the test split's sentences).
+SEARCH_QUERIES = ("一名男子正在弹奏吉他。", "一个女人正在切番茄。", "一只小狗在草坪上奔跑。")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,15 @@ def assert_the_demo_runs_can_be_served(demo_dir):
         assert client.post("/answer", json={"question": "红楼梦的作者是谁？"}).json()["in_kb"]
 
 
+def test_the_search_queries_are_not_in_the_corpus_searched():
+    from pretrained import STSB_ZH_DIR
+    from tasks.cosent.data import read_pairs
+
+    corpus = {text for pair in read_pairs(STSB_ZH_DIR / "test.data").examples
+              for text in (pair.first, pair.second)}
+    assert not set(SEARCH_QUERIES) & corpus
+
+
 def test_the_memorised_triples_baseline_finds_known_triples_whose_entities_occur():
     train, _ = triples_split()
     known = train[0].triples[0]
