@@ -37,6 +37,9 @@ _METADATA_KEYS = frozenset(
         "classifier_dropout", "gradient_checkpointing", "output_past", "id2label", "label2id",
         "problem_type", "chunk_size_feed_forward", "output_hidden_states", "output_attentions",
         "return_dict", "is_encoder_decoder", "_name_or_path", "model_type",
+        # heads HF builds on top for sequence classification (ALBERT, ELECTRA)
+        "classifier_dropout_prob", "summary_type", "summary_use_proj", "summary_activation",
+        "summary_last_dropout",
     }
 )
 
@@ -48,6 +51,14 @@ _FIXED_KEYS = {
     "is_decoder": False,
     "add_cross_attention": False,
     "tie_word_embeddings": True,
+    # ALBERT: one group of one shared block (every public release); the rest of its options
+    # are those of the original code left at their plain values.
+    "num_hidden_groups": 1,
+    "inner_group_num": 1,
+    "down_scale_factor": 1,
+    "gap_size": 0,
+    "net_structure_type": 0,
+    "num_memory_blocks": 0,
 }
 
 
@@ -233,7 +244,8 @@ def _gau_config_keys(values: dict, model: Optional[str]) -> dict:
 
 def _compatible_types(model: str) -> set:
     # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
-    return {"bert": {"bert"}, "roformer": {"roformer"}}.get(model, {model, "roformer"})
+    return {"bert": {"bert"}, "roformer": {"roformer"}, "albert": {"albert"},
+            "albert_unshared": {"albert"}, "electra": {"electra"}}.get(model, {model, "roformer"})
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -66,6 +66,25 @@ CHECKPOINTS: List[Checkpoint] = [
                "https://github.com/ZhuiyiTechnology/roformer-sim",
                dict(BASE, vocab_size=12000),
                notes="application='unilm' for generation; sentence vectors from the pooler"),
+    Checkpoint("albert_base_zh (Google ALBERT, Chinese base)", "albert",
+               "https://github.com/google-research/albert (Chinese models)",
+               dict(BASE, vocab_size=21128, embedding_size=128),
+               notes="one shared block; model='albert_unshared' loads it into each layer so "
+                     "the layers fine-tune apart"),
+    Checkpoint("albert_tiny_google_zh (brightmart ALBERT tiny)", "albert",
+               "https://github.com/brightmart/albert_zh",
+               dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12,
+                    vocab_size=21128, embedding_size=128),
+               notes="the *_google_zh releases use Google's names; brightmart's earlier "
+                     "releases name their weights otherwise"),
+    Checkpoint("chinese-electra-180g-base-discriminator (HFL ELECTRA base)", "electra",
+               "https://github.com/ymcui/Chinese-ELECTRA", dict(BASE, vocab_size=21128),
+               notes="with_discriminator=True for the replaced-token head; a generator "
+                     "loads with with_mlm=True from its own config"),
+    Checkpoint("chinese-electra-180g-small-discriminator (HFL ELECTRA small)", "electra",
+               "https://github.com/ymcui/Chinese-ELECTRA",
+               dict(hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                    vocab_size=21128, embedding_size=128)),
 ]
 
 

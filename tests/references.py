@@ -28,10 +28,12 @@ def random_batch(vocab_size, lengths, seed=0, type_vocab_size=2):
 
 
 def hf_model(family, head, seed=0, **config):
-    """A transformers model of ``family`` ("bert"/"roformer") with every parameter random.
+    """A transformers model of ``family`` ("bert"/"roformer"/"albert"/"electra") with every
+    parameter random.
 
-    ``head`` is "model" (BertModel/RoFormerModel) or "mlm" (...ForMaskedLM).  LayerNorm weights
-    are randomised too, so a loader that mixes up gamma and beta cannot pass.
+    ``head`` is "model" (BertModel...), "mlm" (...ForMaskedLM) or, for ELECTRA,
+    "discriminator" (ElectraForPreTraining).  LayerNorm weights are randomised too, so a loader
+    that mixes up gamma and beta cannot pass.
     """
     import torch
     import transformers
@@ -41,6 +43,12 @@ def hf_model(family, head, seed=0, **config):
         ("bert", "mlm"): (transformers.BertConfig, transformers.BertForMaskedLM),
         ("roformer", "model"): (transformers.RoFormerConfig, transformers.RoFormerModel),
         ("roformer", "mlm"): (transformers.RoFormerConfig, transformers.RoFormerForMaskedLM),
+        ("albert", "model"): (transformers.AlbertConfig, transformers.AlbertModel),
+        ("albert", "mlm"): (transformers.AlbertConfig, transformers.AlbertForMaskedLM),
+        ("electra", "model"): (transformers.ElectraConfig, transformers.ElectraModel),
+        ("electra", "mlm"): (transformers.ElectraConfig, transformers.ElectraForMaskedLM),
+        ("electra", "discriminator"): (transformers.ElectraConfig,
+                                       transformers.ElectraForPreTraining),
     }
     config_class, model_class = classes[family, head]
     torch.manual_seed(seed)
@@ -67,10 +75,33 @@ def hf_outputs(model, token_ids, segment_ids):
     return {key: value.numpy() for key, value in out.items() if hasattr(value, "numpy")}
 
 
+#: ALBERT's and ELECTRA's release names, from transformers' TF-to-PyTorch conversion rules
+#: for those families (``load_tf_weights_in_albert``/``_electra``), read in reverse.
+_RELEASE_RENAMES = [
+    (r"^albert\.encoder\.albert_layer_groups\.0\.albert_layers\.0\.",
+     "bert.encoder.transformer.group_0.inner_group_0."),
+    (r"\.attention\.(query|key|value)\.", r".attention_1.self.\1."),
+    (r"\.attention\.dense\.", ".attention_1.output.dense."),
+    (r"\.attention\.LayerNorm\.", ".LayerNorm."),
+    (r"\.ffn_output\.", ".ffn_1.intermediate.output.dense."),
+    (r"\.ffn\.", ".ffn_1.intermediate.dense."),
+    (r"\.full_layer_layer_norm\.", ".LayerNorm_1."),
+    (r"^albert\.pooler\.", "bert.pooler.dense."),
+    (r"^albert\.", "bert."),
+    (r"^predictions\.bias$", "cls.predictions.bias"),
+    (r"^predictions\.", "cls.predictions.transform."),
+    (r"^generator_lm_head\.bias$", "generator_predictions.output_bias"),
+    (r"\.dense_prediction\.", ".dense_1."),
+]
+
+
 def google_name(hf_name):
     """HF name -> Google TF name, following transformers' TF-to-PyTorch conversion in reverse."""
-    name = re.sub(r"^(bert|roformer)\.", "bert.", hf_name)
-    name = name.replace("embeddings_project", "encoder.embedding_hidden_mapping_in")
+    name = hf_name
+    for pattern, replacement in _RELEASE_RENAMES:
+        name = re.sub(pattern, replacement, name)
+    name = re.sub(r"^(bert|roformer)\.", "bert.", name)
+    name = name.replace("bert.embeddings_project", "bert.encoder.embedding_hidden_mapping_in")
     name = re.sub(r"\.layer\.(\d+)\.", r".layer_\1.", name)
     if name == "cls.predictions.bias":
         return "cls/predictions/output_bias"
@@ -87,7 +118,8 @@ def hf_state_as_google(model):
     """Numpy weights of an HF model under Google names (Linear weights transposed)."""
     arrays = {}
     for hf_name, tensor in model.state_dict().items():
-        if "embed_positions" in hf_name or "position_ids" in hf_name or ".decoder." in hf_name:
+        if ("embed_positions" in hf_name or "position_ids" in hf_name or ".decoder." in hf_name
+                or hf_name == "generator_lm_head.weight"):  # tied to the token embedding
             continue
         value = tensor.numpy()
         name = google_name(hf_name)

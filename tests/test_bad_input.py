@@ -10,6 +10,7 @@ from safetensors.numpy import save_file
 
 from bert4x import build_transformer_model
 from bert4x.checkpoints import CheckpointError
+from bert4x.config import ConfigError
 from bert4x.cli import main as bert4x_main
 from bert4x.input_checks import failed_check_message
 from bert4x.tokenizers import Tokenizer
@@ -194,6 +195,9 @@ def test_an_infinite_weight_is_refused_too(tmp_path):
     ("bert", "roformer", 'BERT checkpoint: use model="bert"'),
     ("roformer_v2", "roformer", 'RoFormer-V2 checkpoint: use model="roformer_v2"'),
     ("roformer", "roformer_v2", 'RoFormer checkpoint: use model="roformer"'),
+    ("albert", "bert", 'ALBERT checkpoint: use model="albert"'),
+    ("electra", "bert", 'ELECTRA checkpoint: use model="electra"'),
+    ("bert", "albert", 'BERT checkpoint: use model="bert"'),
 ])
 def test_a_checkpoint_of_another_family_names_it(tmp_path, saved, loaded, family):
     prefix = build_transformer_model(CONFIG, model=saved, return_keras_model=False) \
@@ -201,6 +205,24 @@ def test_a_checkpoint_of_another_family_names_it(tmp_path, saved, loaded, family
     with pytest.raises(CheckpointError, match=f"this looks like a {family}") as error:
         build_transformer_model(CONFIG, prefix, model=loaded)
     assert "allow_missing" not in str(error.value)
+
+
+@pytest.mark.parametrize("model, options, message", [
+    ("bert", dict(with_discriminator=True), "with_discriminator is ELECTRA's head"),
+    ("electra", dict(with_pool=True), "has no pooler"),
+    ("electra", dict(with_mlm=True, with_discriminator=True), "separate models"),
+    ("albert", dict(num_hidden_groups=2), "'num_hidden_groups' = 2 is not supported"),
+    ("albert", dict(inner_group_num=2), "'inner_group_num' = 2 is not supported"),
+])
+def test_heads_and_settings_a_family_lacks_are_refused(model, options, message):
+    with pytest.raises((ValueError, ConfigError), match=message):
+        build_transformer_model(CONFIG, model=model, **options)
+
+
+def test_albert_unshared_has_no_albert_file_to_export_to(tmp_path):
+    built = build_transformer_model(CONFIG, model="albert_unshared", return_keras_model=False)
+    with pytest.raises(CheckpointError, match="one block that every layer shares"):
+        built.export_huggingface(tmp_path)
 
 
 def test_convert_onto_a_file_is_a_message_not_a_traceback(tmp_path, capsys):

@@ -84,6 +84,14 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     assert "roformer_zh_tiny (embedded default)" in out
     assert "model='gau_alpha'" in out and "vocab_size=50000" in out
+    assert "model='albert'" in out and "model='electra'" in out
+
+
+def test_every_registry_entry_names_a_family_we_build():
+    from bert4x.models.transformer import MODELS
+    from pretrained.registry import CHECKPOINTS
+
+    assert {entry.model for entry in CHECKPOINTS} <= set(MODELS)
 
 
 def test_only_the_command_quiets_tensorflow_c_logs():

@@ -131,3 +131,101 @@ def test_export_round_trip_through_transformers(family, config, tmp_path):
     expected = hf_outputs(auto, token_ids, segment_ids)["logits"]
     assert_unpadded_close(built.model.predict([token_ids, segment_ids], verbose=0), expected,
                           token_ids)
+
+
+# ALBERT and ELECTRA: built from the config.json HF wrote, as a user would, so the config keys
+# of those families are read too. Embeddings of 20 against a hidden size of 32 (factorised).
+ZOO_SHAPE = dict(SHAPES["base"], num_hidden_layers=3, embedding_size=20)
+
+
+def hf_reference(family, head, tmp_path, seed, **config):
+    """An HF model with random weights, its saved directory, and its outputs on a batch."""
+    reference = hf_model(family, head, seed=seed, **config)
+    path = save_hf(reference, tmp_path / f"{family}-{head}")
+    token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=seed)
+    return reference, path, (token_ids, segment_ids), hf_outputs(reference, token_ids, segment_ids)
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu"])
+def test_albert_model_mlm_and_unshared(hidden_act, tmp_path):
+    config = dict(ZOO_SHAPE, hidden_act=hidden_act)
+    _, path, batch, expected = hf_reference("albert", "model", tmp_path, 7, **config)
+    pooler = build_transformer_model(path / "config.json", path, model="albert", with_pool=True)
+    np.testing.assert_allclose(pooler.predict(list(batch), verbose=0), expected["pooler_output"],
+                               atol=TOLERANCE, rtol=0)
+    built = build_transformer_model(path / "config.json", path, model="albert",
+                                    return_keras_model=False)
+    assert built.load_report.skipped_heads == ["pooler.bias", "pooler.weight"]
+    assert_unpadded_close(built.model.predict(list(batch), verbose=0),
+                          expected["last_hidden_state"], batch[0])
+    # One block, shared: ALBERT's weights do not grow with depth.
+    unshared = build_transformer_model(path / "config.json", path, model="albert_unshared",
+                                       allow_unused=True)
+    assert len(unshared.weights) > len(built.model.weights)
+    assert_unpadded_close(unshared.predict(list(batch), verbose=0),
+                          expected["last_hidden_state"], batch[0])
+
+    _, path, batch, expected = hf_reference("albert", "mlm", tmp_path, 8, **config)
+    model = build_transformer_model(path / "config.json", path, model="albert",
+                                    with_mlm="linear")
+    assert_unpadded_close(model.predict(list(batch), verbose=0), expected["logits"], batch[0])
+
+
+def test_electra_discriminator_and_generator(tmp_path):
+    _, path, batch, expected = hf_reference("electra", "discriminator", tmp_path, 9, **ZOO_SHAPE)
+    built = build_transformer_model(path / "config.json", path, model="electra",
+                                    with_discriminator=True, return_keras_model=False)
+    assert not built.load_report.skipped_heads and not built.load_report.unused
+    probabilities = built.model.predict(list(batch), verbose=0)[..., 0]
+    logits = expected["logits"]
+    assert_unpadded_close(probabilities, 1 / (1 + np.exp(-logits)), batch[0])
+
+    _, path, batch, expected = hf_reference("electra", "mlm", tmp_path, 10, **ZOO_SHAPE)
+    model = build_transformer_model(path / "config.json", path, model="electra",
+                                    with_mlm="linear")
+    assert_unpadded_close(model.predict(list(batch), verbose=0), expected["logits"], batch[0])
+    # The encoder alone from the generator's file: its head is skipped, and said so.
+    encoder = build_transformer_model(path / "config.json", path, model="electra",
+                                      return_keras_model=False)
+    assert sorted(encoder.load_report.skipped_heads) == [
+        "generator_lm_head.bias", "generator_predictions.LayerNorm.bias",
+        "generator_predictions.LayerNorm.weight", "generator_predictions.dense.bias",
+        "generator_predictions.dense.weight"]
+
+
+@pytest.mark.parametrize("family,head,options", [
+    ("albert", "mlm", dict(with_mlm="linear")),
+    ("electra", "discriminator", dict(with_discriminator="linear")),
+    ("electra", "mlm", dict(with_mlm="linear")),
+])
+def test_release_checkpoints_of_albert_and_electra(family, head, options, tmp_path):
+    """The Google-format names of the original releases, from HF's conversion rules."""
+    reference, path, batch, expected = hf_reference(family, head, tmp_path, 11, **ZOO_SHAPE)
+    prefix = write_google_checkpoint(str(tmp_path / "model.ckpt"), hf_state_as_google(reference))
+    built = build_transformer_model(path / "config.json", prefix, model=family,
+                                    return_keras_model=False, **options)
+    assert built.load_report.fmt == "google"
+    assert not built.load_report.missing and not built.load_report.unused
+    output = built.model.predict(list(batch), verbose=0)
+    assert_unpadded_close(output[..., 0] if head == "discriminator" else output,
+                          expected["logits"], batch[0])
+
+
+@pytest.mark.parametrize("family,options,auto_class", [
+    ("albert", dict(with_mlm="linear"), "AutoModelForMaskedLM"),
+    ("electra", dict(with_mlm="linear"), "AutoModelForMaskedLM"),
+    ("electra", dict(with_discriminator="linear"), "AutoModelForPreTraining"),
+])
+def test_albert_and_electra_export_through_transformers(family, options, auto_class, tmp_path):
+    import transformers
+
+    built = build_transformer_model(ZOO_SHAPE, model=family, return_keras_model=False, **options)
+    rng = np.random.default_rng(12)
+    for variable in built.model.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    built.export_huggingface(tmp_path)
+    auto = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
+    token_ids, segment_ids = random_batch(ZOO_SHAPE["vocab_size"], LENGTHS, seed=12)
+    output = built.model.predict([token_ids, segment_ids], verbose=0)
+    assert_unpadded_close(output[..., 0] if "with_discriminator" in options else output,
+                          hf_outputs(auto, token_ids, segment_ids)["logits"], token_ids)

@@ -1,9 +1,9 @@
 """Export a bert4x model: to HF transformers' format (``model.safetensors`` + ``config.json``)
 or to a Google-format TF checkpoint (what bert4keras and the original BERT code read).
 
-The HF export loads with ``BertModel``/``BertForMaskedLM`` or ``RoFormerModel``/
-``RoFormerForMaskedLM`` ``.from_pretrained(directory)``, so models fine-tuned here can be used
-wherever transformers is.  Files are written to temporary names and renamed, so an interrupted
+The HF export loads with the family's HF class (``BertModel``/``BertForMaskedLM``,
+``RoFormer...``, ``Albert...``, ``ElectraModel``/``ElectraForMaskedLM``/``ElectraForPreTraining``)
+``.from_pretrained(directory)``, so models fine-tuned here can be used wherever transformers is.  Files are written to temporary names and renamed, so an interrupted
 export never leaves a half-written checkpoint behind.
 """
 
@@ -20,12 +20,23 @@ from bert4x.config import RESEARCH_DEFAULTS, TransformerConfig
 from bert4x.files import atomic_path
 from bert4x.layers.rotary import rotary_frequencies
 
-_HF_CLASSES = {"bert": ("BertModel", "BertForMaskedLM"),
-               "roformer": ("RoFormerModel", "RoFormerForMaskedLM")}
+#: The HF class of each family, by head: none ("model"), MLM, ELECTRA's discriminator.
+_HF_CLASSES = {"bert": {"model": "BertModel", "mlm": "BertForMaskedLM"},
+               "roformer": {"model": "RoFormerModel", "mlm": "RoFormerForMaskedLM"},
+               "albert": {"model": "AlbertModel", "mlm": "AlbertForMaskedLM"},
+               "electra": {"model": "ElectraModel", "mlm": "ElectraForMaskedLM",
+                           "discriminator": "ElectraForPreTraining"}}
+#: Families whose HF config states the embedding size (factorised embeddings).
+_HF_EMBEDDING_SIZE = ("roformer", "albert", "electra")
 
 
-def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dict:
-    """The HF ``config.json`` for our config, refusing what HF's classes cannot express."""
+def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -> dict:
+    """The HF ``config.json`` for our config with ``head`` ("model", "mlm" or
+    "discriminator"), refusing what HF's classes cannot express."""
+    if model_name == "albert_unshared":
+        raise CheckpointError("ALBERT checkpoints hold one block that every layer shares; "
+                              "albert_unshared has one per layer, so it has no ALBERT file: "
+                              "save it with model.save_weights")
     if model_name not in _HF_CLASSES:
         raise CheckpointError(f"HF transformers has no {model_name!r} model to export to")
     natural = config.hidden_size // config.num_attention_heads
@@ -42,7 +53,7 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
         raise CheckpointError(f"HF transformers' {model_name} cannot express {changed}; "
                               "keep this model in Keras format")
     values = {
-        "architectures": [_HF_CLASSES[model_name][1 if with_mlm else 0]],
+        "architectures": [_HF_CLASSES[model_name][head]],
         "model_type": model_name,
         "pad_token_id": 0,
         "tie_word_embeddings": True,
@@ -50,7 +61,7 @@ def hf_config(config: TransformerConfig, model_name: str, with_mlm: bool) -> dic
     for key, value in config.to_dict().items():
         if key not in ("head_size", "key_size", "embedding_size", *RESEARCH_DEFAULTS):
             values[key] = value
-    if model_name == "roformer":
+    if model_name in _HF_EMBEDDING_SIZE:
         values["embedding_size"] = config.embedding_dim
     return values
 
@@ -59,7 +70,7 @@ def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None, layer_prefix
     """``{checkpoint name: float32 array}`` for every weight of ``model`` (whose layer names
     may start with ``layer_prefix``)."""
     ours = {variable.path: variable.path.removeprefix(layer_prefix) for variable in model.weights}
-    checkpoint_names = weight_names(list(ours.values()), fmt, hf_prefix)
+    checkpoint_names = weight_names(list(ours.values()), fmt, hf_prefix, model_name)
     names = {path: checkpoint_names[unprefixed] for path, unprefixed in ours.items()}
     unmapped = [path for path, name in names.items() if name is None]
     if unmapped:
@@ -102,15 +113,16 @@ def _parents(path: str):
 
 
 def export_huggingface(model, directory, config: TransformerConfig, model_name: str,
-                       hf_prefix: str, with_mlm: bool, dtype: str = "float32",
+                       hf_prefix: str, head: str = "model", dtype: str = "float32",
                        layer_prefix: str = "") -> str:
-    """Write ``model``'s weights (stored as ``dtype``: float32 or float16) and config to
-    ``directory``; returns the directory."""
+    """Write ``model``'s weights (stored as ``dtype``: float32 or float16) and config, for
+    the HF class of ``head`` (see :func:`hf_config`), to ``directory``; returns the
+    directory."""
     from safetensors.numpy import save_file
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    config_values = dict(hf_config(config, model_name, with_mlm), torch_dtype=dtype)
+    config_values = dict(hf_config(config, model_name, head), torch_dtype=dtype)
     tensors = _named_arrays(model, HF, model_name, hf_prefix, layer_prefix)
     if model_name == "roformer":
         # transformers recomputes this fixed table but reports it MISSING when absent.

@@ -15,16 +15,16 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from bert4x.checkpoints.names import (
-    GOOGLE, HEAD_PATTERNS, HF, NON_WEIGHT_PATTERNS, is_transposed, weight_names,
-)
+from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, layout_of, weight_names
 from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpoint
 
 #: How errors name the families.
 FAMILY_NAMES = {"bert": "BERT", "roformer": "RoFormer", "roformer_v2": "RoFormer-V2",
-                "gau_alpha": "GAU-α", "flash": "FLASH"}
-#: Families stored under another's names: FLASH units are saved as GAU-α's.
-_LAYOUTS = {"flash": "gau_alpha"}
+                "gau_alpha": "GAU-α", "flash": "FLASH", "albert": "ALBERT",
+                "albert_unshared": "ALBERT", "electra": "ELECTRA"}
+#: Families stored under another's names: FLASH units are saved as GAU-α's, and an unshared
+#: ALBERT reads ALBERT's one block into each of its layers.
+_SAME_FILES = {"flash": "gau_alpha", "albert_unshared": "albert"}
 
 #: Weights indexed by vocabulary id, sliced by ``keep_tokens``.
 _VOCAB_INDEXED = ("Embedding-Token/embeddings", "MLM-Bias/bias")
@@ -60,6 +60,10 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
     if checkpoint.fmt == GOOGLE:
         if any("GAU" in n or "gau" in n for n in names):
             return "gau_alpha"
+        if any(n.startswith("electra/") for n in names):
+            return "electra"
+        if any(n.startswith("bert/encoder/transformer/group_0/") for n in names):
+            return "albert"
         if "bert/embeddings/position_embeddings" in names:
             return "bert"
         if "bert/embeddings/LayerNorm/gamma" in names:
@@ -67,8 +71,10 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
         if "bert/embeddings/word_embeddings" in names:
             return "roformer_v2"
         return None
+    if any(".albert_layer_groups." in n for n in names):
+        return "albert"
     prefixes = {n.split(".", 1)[0] for n in names}
-    for family in ("bert", "roformer"):
+    for family in ("bert", "roformer", "electra"):
         if family in prefixes:
             return family
     if "embeddings.position_embeddings.weight" in names:
@@ -78,15 +84,15 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
     return None
 
 
-def _hf_aliases(names: Sequence[str], prefix: Optional[str]) -> dict:
-    """Canonical HF name -> stored name: adds a missing family prefix and renames legacy
-    ``LayerNorm.gamma/beta`` to ``weight/bias``."""
+def _hf_aliases(names: Sequence[str], prefix: Optional[str], top_level: re.Pattern) -> dict:
+    """Canonical HF name -> stored name: adds a missing family prefix (to names that are not
+    ``top_level`` heads) and renames legacy ``LayerNorm.gamma/beta`` to ``weight/bias``."""
     aliases = {}
     has_prefix = prefix is not None and any(n.startswith(prefix + ".") for n in names)
     for name in names:
         canonical = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
         canonical = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", canonical)
-        if prefix is not None and not has_prefix and not canonical.startswith("cls."):
+        if prefix is not None and not has_prefix and not top_level.match(canonical):
             canonical = f"{prefix}.{canonical}"
         aliases[canonical] = name
     return aliases
@@ -113,8 +119,9 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
             f"hold one; load its Google TF checkpoint instead")
     variables = {variable.path.removeprefix(layer_prefix): variable
                  for variable in (model.weights if variables is None else variables)}
-    expected = weight_names(variables, checkpoint.fmt, hf_prefix)
-    stored = (_hf_aliases(checkpoint.names, hf_prefix) if checkpoint.fmt == HF
+    layout = layout_of(model_name)
+    expected = weight_names(variables, checkpoint.fmt, hf_prefix, model_name)
+    stored = (_hf_aliases(checkpoint.names, hf_prefix, layout.hf_top_level) if checkpoint.fmt == HF
               else {n: n for n in checkpoint.names})
 
     loaded, missing, mismatched, assignments, used = [], [], [], [], set()
@@ -139,8 +146,8 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
         loaded.append(path)
 
     leftovers = [n for n in checkpoint.names
-                 if n not in used and not NON_WEIGHT_PATTERNS[checkpoint.fmt].search(n)]
-    skipped_heads = [n for n in leftovers if HEAD_PATTERNS[checkpoint.fmt].search(n)]
+                 if n not in used and not layout.not_weights[checkpoint.fmt].search(n)]
+    skipped_heads = [n for n in leftovers if layout.heads[checkpoint.fmt].search(n)]
     unused = [n for n in leftovers if n not in skipped_heads]
     report = LoadReport(checkpoint.path, checkpoint.fmt, loaded, missing, unused, skipped_heads)
 
@@ -148,7 +155,7 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
     if mismatched:
         problems.append("shape mismatch:\n    " + "\n    ".join(mismatched))
     guess = guess_architecture(checkpoint)
-    if guess is not None and _LAYOUTS.get(guess, guess) != _LAYOUTS.get(model_name, model_name) \
+    if guess is not None and _SAME_FILES.get(guess, guess) != _SAME_FILES.get(model_name, model_name) \
             and (missing or unused or mismatched):
         # Another family's file: allow_missing would only give a half-random model.
         raise CheckpointError(

@@ -1,19 +1,23 @@
-"""The one table that ties our weight paths to Google TF and HF checkpoint names.
+"""The tables that tie our weight paths to Google TF and HF checkpoint names, one per layout.
 
 Each row is (our weight path, Google TF name, HF name); ``{i}`` is a layer index and ``{p}`` the HF
-family prefix (``bert``/``roformer``).  A ``None`` means that format has no such weight.  Both
-loading and exporting read this table, so they cannot drift apart.  HF stores ``nn.Linear``
-weights as [out, in]: every path ending in ``/kernel`` is transposed on the HF side.
+family prefix (``bert``/``roformer``/``albert``/``electra``).  A ``None`` means that format has no
+such weight.  Both loading and exporting read these tables, so they cannot drift apart.  HF
+stores ``nn.Linear`` weights as [out, in]: every path ending in ``/kernel`` is transposed on the
+HF side.
+
+Families share a layout where their files do: BERT's serves RoFormer, RoFormer-V2, GAU-α and
+FLASH. ALBERT's and ELECTRA's releases name the same weights their own way.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 GOOGLE, HF = "google", "hf"
 
-_MODEL_ROWS = [
+_BERT_MODEL_ROWS = [
     ("Embedding-Token/embeddings", "bert/embeddings/word_embeddings",
      "{p}.embeddings.word_embeddings.weight"),
     ("Embedding-Segment/embeddings", "bert/embeddings/token_type_embeddings",
@@ -38,7 +42,7 @@ _MODEL_ROWS = [
     ("MLM-Bias/bias", "cls/predictions/output_bias", "cls.predictions.bias"),
 ]
 
-_LAYER_ROWS = [
+_BERT_LAYER_ROWS = [
     (f"Transformer-{{i}}-MultiHeadSelfAttention/{ours}/{var}",
      f"bert/encoder/layer_{{i}}/attention/{google}/{var}",
      f"{{p}}.encoder.layer.{{i}}.attention.{hf}.{'weight' if var == 'kernel' else 'bias'}")
@@ -76,18 +80,112 @@ _LAYER_ROWS = [
                  "lin_k_scaleoffset/gamma", "lin_k_scaleoffset/beta")
 ]
 
-#: Checkpoint entries that belong to heads a caller may not build: unused, but expected.
-HEAD_PATTERNS = {
-    GOOGLE: re.compile(r"^(bert/pooler/|cls/)"),
-    HF: re.compile(r"(^|\.)pooler\.|^cls\."),
-}
 
-#: Entries that are not model weights at all (optimizer slots, step counters, fixed tables,
-#: tied duplicates); never reported.
-NON_WEIGHT_PATTERNS = {
-    GOOGLE: re.compile(r"(/adam_[mv]$|^global_step$|^bad_steps$|^good_steps$|^loss_scale$)"),
-    HF: re.compile(r"(\.position_ids$|\.embed_positions\.weight$|^cls\.predictions\.decoder\.(weight|bias)$)"),
-}
+def _renamed(rows, google=(), hf=(), drop=()) -> List[Tuple]:
+    """``rows`` with substitutions applied to their Google / HF names, less the rows whose path
+    starts with one of ``drop``."""
+    renamed = []
+    for path, google_name, hf_name in rows:
+        if path.startswith(tuple(drop)):
+            continue
+        for old, new in google:
+            google_name = google_name and google_name.replace(old, new)
+        for old, new in hf:
+            hf_name = hf_name and hf_name.replace(old, new)
+        renamed.append((path, google_name, hf_name))
+    return renamed
+
+
+_BERT_BLOCK_ROWS = [row for row in _BERT_LAYER_ROWS if "GatedAttentionUnit" not in row[0]]
+
+# ELECTRA (google-research/electra; HF ElectraModel, ElectraForPreTraining, ElectraForMaskedLM):
+# BERT's body under "electra", no pooler; the generator's MLM head and the discriminator's.
+_ELECTRA_ROWS = _renamed(
+    _BERT_MODEL_ROWS + _BERT_BLOCK_ROWS,
+    google=[("bert/encoder/embedding_hidden_mapping_in", "electra/embeddings_project"),
+            ("bert/", "electra/"), ("cls/predictions/transform/", "generator_predictions/"),
+            ("cls/predictions/output_bias", "generator_predictions/output_bias")],
+    hf=[("cls.predictions.transform.", "generator_predictions."),
+        ("cls.predictions.bias", "generator_lm_head.bias")],
+    drop=("Pooler/",),
+) + [
+    ("Discriminator-Dense/kernel", "discriminator_predictions/dense/kernel",
+     "discriminator_predictions.dense.weight"),
+    ("Discriminator-Dense/bias", "discriminator_predictions/dense/bias",
+     "discriminator_predictions.dense.bias"),
+    ("Discriminator-Prediction/kernel", "discriminator_predictions/dense_1/kernel",
+     "discriminator_predictions.dense_prediction.weight"),
+    ("Discriminator-Prediction/bias", "discriminator_predictions/dense_1/bias",
+     "discriminator_predictions.dense_prediction.bias"),
+]
+
+# ALBERT (google-research/albert; HF AlbertModel, AlbertForMaskedLM): one block, stored once
+# as group 0's inner group 0, which every layer runs. Our shared block's paths carry no index;
+# albert_unshared's indexed paths all read that one stored block.
+_ALBERT_GOOGLE_BLOCK = "bert/encoder/transformer/group_0/inner_group_0/"
+_ALBERT_HF_BLOCK = "{p}.encoder.albert_layer_groups.0.albert_layers.0."
+_ALBERT_BLOCK_PARTS = [
+    # ours, Google, HF (after the block prefixes above)
+    ("MultiHeadSelfAttention/query", "attention_1/self/query", "attention.query"),
+    ("MultiHeadSelfAttention/key", "attention_1/self/key", "attention.key"),
+    ("MultiHeadSelfAttention/value", "attention_1/self/value", "attention.value"),
+    ("MultiHeadSelfAttention/output", "attention_1/output/dense", "attention.dense"),
+    ("FeedForward/intermediate", "ffn_1/intermediate/dense", "ffn"),
+    ("FeedForward/output", "ffn_1/intermediate/output/dense", "ffn_output"),
+]
+_ALBERT_BLOCK_NORMS = [("MultiHeadSelfAttention-Norm", "LayerNorm", "attention.LayerNorm"),
+                       ("FeedForward-Norm", "LayerNorm_1", "full_layer_layer_norm")]
+_ALBERT_ROWS = _renamed(
+    _BERT_MODEL_ROWS,
+    hf=[("{p}.embeddings_project", "{p}.encoder.embedding_hidden_mapping_in"),
+        ("{p}.pooler.dense.", "{p}.pooler."), ("cls.predictions.transform.", "predictions."),
+        ("cls.predictions.bias", "predictions.bias")],
+) + [
+    (f"Transformer{{block}}-{ours}/{var}", f"{_ALBERT_GOOGLE_BLOCK}{google}/{var}",
+     f"{_ALBERT_HF_BLOCK}{hf}.{'weight' if var == 'kernel' else 'bias'}")
+    for ours, google, hf in _ALBERT_BLOCK_PARTS for var in ("kernel", "bias")
+] + [
+    (f"Transformer{{block}}-{ours}/{var}", f"{_ALBERT_GOOGLE_BLOCK}{google}/{var}",
+     f"{_ALBERT_HF_BLOCK}{hf}.{'weight' if var == 'gamma' else 'bias'}")
+    for ours, google, hf in _ALBERT_BLOCK_NORMS for var in ("gamma", "beta")
+]
+
+
+class Layout:
+    """One family's naming: its rows; the checkpoint entries of heads a caller may not build
+    (unused, but expected); and the entries that are not model weights at all (optimizer
+    slots, step counters, fixed tables, tied duplicates), which are never reported.
+
+    ``hf_heads`` are HF's top-level head modules: they sit outside the family prefix
+    (``cls.``, not ``bert.cls.``), and a model saved without its heads has no prefix at all.
+    ``hf_tied`` are head entries that duplicate the token embedding."""
+
+    def __init__(self, rows, google_heads: str, hf_heads: str, hf_tied: str):
+        self.rows = rows
+        self.hf_top_level = re.compile(rf"^({hf_heads})\.")
+        self.heads = {GOOGLE: re.compile(google_heads),
+                      HF: re.compile(rf"(^|\.)pooler\.|^({hf_heads})\.")}
+        self.not_weights = {
+            GOOGLE: re.compile(r"(/adam_[mv]$|^global_step$|^bad_steps$|^good_steps$|^loss_scale$)"),
+            HF: re.compile(rf"(\.position_ids$|\.embed_positions\.weight$|{hf_tied})"),
+        }
+
+
+_BERT = Layout(_BERT_MODEL_ROWS + _BERT_LAYER_ROWS, google_heads=r"^(bert/pooler/|cls/)",
+               hf_heads="cls", hf_tied=r"^cls\.predictions\.decoder\.(weight|bias)$")
+_ELECTRA = Layout(_ELECTRA_ROWS, google_heads=r"^(discriminator|generator)_predictions/",
+                  hf_heads="discriminator_predictions|generator_predictions|generator_lm_head",
+                  hf_tied=r"^generator_lm_head\.weight$")
+_ALBERT = Layout(_ALBERT_ROWS, google_heads=r"^(bert/pooler/|cls/)",
+                 hf_heads="predictions|sop_classifier",
+                 hf_tied=r"^predictions\.decoder\.(weight|bias)$")
+
+#: Which layout each family's checkpoints use.
+LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA}
+
+
+def layout_of(model_name: str) -> Layout:
+    return LAYOUTS.get(model_name, _BERT)
 
 
 def is_transposed(path: str, fmt: str) -> bool:
@@ -95,21 +193,27 @@ def is_transposed(path: str, fmt: str) -> bool:
     return fmt == HF and path.endswith("/kernel")
 
 
-def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None) -> Dict[str, Optional[str]]:
-    """Map each of our weight ``paths`` to its name in ``fmt`` (None when the format lacks it)."""
+def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None,
+                 model_name: str = "bert") -> Dict[str, Optional[str]]:
+    """Map each of our weight ``paths`` (of a ``model_name`` model) to its name in ``fmt``
+    (None when the format lacks it)."""
     if fmt not in (GOOGLE, HF):
         raise ValueError(f"unknown checkpoint format {fmt!r}")
     column = 1 if fmt == GOOGLE else 2
-    table = {}
-    for row in _MODEL_ROWS:
-        table[row[0]] = row[column]
-    layer_templates = {re.escape(row[0]).replace(r"\{i\}", r"(\d+)"): row[column] for row in _LAYER_ROWS}
+    table, templates = {}, {}
+    for row in layout_of(model_name).rows:
+        if "{i}" in row[0] or "{block}" in row[0]:
+            pattern = re.escape(row[0]).replace(r"\{i\}", r"(\d+)")
+            pattern = pattern.replace(r"\{block\}", r"(?:-(\d+))?")
+            templates[pattern] = row[column]
+        else:
+            table[row[0]] = row[column]
     names = {}
     for path in paths:
         template = table.get(path)
         index = None
         if template is None:
-            for pattern, layer_template in layer_templates.items():
+            for pattern, layer_template in templates.items():
                 match = re.fullmatch(pattern, path)
                 if match:
                     template, index = layer_template, match.group(1)

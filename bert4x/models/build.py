@@ -68,7 +68,7 @@ class TransformerModel:
         """Write ``model.safetensors`` (float32 or float16) + ``config.json`` loadable by HF
         transformers."""
         return export_huggingface(self.model, directory, self.config, self.model_name,
-                                  self.builder.hf_prefix, bool(self.builder.with_mlm), dtype,
+                                  self.builder.hf_prefix, self.builder.hf_head, dtype,
                                   self.builder.prefix)
 
 
@@ -105,6 +105,7 @@ def build_transformer_model(
     return_keras_model: bool = True,
     with_pool: bool = False,
     with_mlm: Union[bool, str, None] = None,
+    with_discriminator: Union[bool, str] = False,
     keep_tokens: Optional[Sequence[int]] = None,
     compound_tokens: Optional[Sequence] = None,
     allow_missing: bool = False,
@@ -126,7 +127,9 @@ def build_transformer_model(
     ``config_path`` may be a ``config.json`` path, a dict or a :class:`TransformerConfig`;
     ``overrides`` replace config values (``key_size=128``, ``hidden_dropout_prob=0``...), under
     our names or bert4keras' (``max_position``, ``dropout_rate``, ``segment_vocab_size``...).
-    ``with_mlm`` defaults to the MLM head for ``lm``/``unilm`` and none for ``encoder``.
+    ``with_mlm`` defaults to the MLM head for ``lm``/``unilm`` and none for ``encoder``;
+    ``with_discriminator`` is ELECTRA's replaced-token head (see
+    :class:`~bert4x.models.transformer.Electra`).
     With ``keep_tokens`` the vocabulary is cut to those ids and the checkpoint's embedding rows are
     sliced to match; ``compound_tokens`` adds one token per item, its embedding the mean of
     the listed (kept) ids' (an ``(ids, weights)`` pair gives a weighted mean).
@@ -142,6 +145,10 @@ def build_transformer_model(
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
+    if with_discriminator and model != "electra":
+        raise ValueError(f"with_discriminator is ELECTRA's head; model={model!r} has none "
+                         "(use model='electra')")
+    family_options = {"with_discriminator": with_discriminator} if model == "electra" else {}
     overrides = _our_config_names(overrides)
     if with_mlm is None:
         with_mlm = application in ("lm", "unilm")
@@ -157,7 +164,7 @@ def build_transformer_model(
         padding_mask=padding_mask, norm_condition=layer_norm_cond,
         condition_hidden_units=layer_norm_cond_hidden_size,
         condition_hidden_activation=layer_norm_cond_hidden_act or "linear",
-        extra_inputs=additional_input_layers or (), prefix=prefix))
+        extra_inputs=additional_input_layers or (), prefix=prefix, **family_options))
     if checkpoint_path is not None:
         built.load_checkpoint(checkpoint_path, keep_tokens=keep_tokens,
                               allow_missing=allow_missing or ignore_invalid_weights,

@@ -160,13 +160,22 @@ class Transformer:
             [token_ids, segment_ids])
         x = self.apply_embeddings(token_ids, segment_ids)
         x = self.apply_layers(x, mask)
+        outputs = self.apply_heads(x) or [x]
+        return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=self.name)
+
+    @property
+    def hf_head(self) -> str:
+        """Which HF class an export is for: the bare model's or the MLM one's."""
+        return "mlm" if self.with_mlm else "model"
+
+    def apply_heads(self, x) -> list:
+        """The outputs of the requested heads, in bert4keras' order; none: the sequence."""
         outputs = []
         if self.with_pool:
             outputs.append(self.apply_pooler(x))
         if self.with_mlm:
             outputs.append(self.apply_mlm(x))
-        outputs = outputs or [x]
-        return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=self.name)
+        return outputs
 
     def apply_layers(self, x, mask):
         for index in range(self.config.num_hidden_layers):
@@ -243,10 +252,15 @@ class Transformer:
             x = self.dense(x, self.config.hidden_size, "Embedding-Mapping", use_bias=self.use_bias)
         return x
 
+    def block_name(self, index, part):
+        """The name of a part of block ``index``; a family sharing one block across layers
+        leaves the index out."""
+        return f"Transformer-{index}-{part}"
+
     def apply_layer(self, x, mask, index):
         """Post-norm block: x = Norm(x + Attention(x)); x = Norm(x + FFN(x))."""
         cfg = self.config
-        attention = f"Transformer-{index}-MultiHeadSelfAttention"
+        attention = self.block_name(index, "MultiHeadSelfAttention")
         layer = self.make(
             MultiHeadAttention, attention,
             heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
@@ -258,7 +272,7 @@ class Transformer:
         if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
             y, self.previous_scores = y
         x = self.residual(x, y, attention)
-        feed_forward = f"Transformer-{index}-FeedForward"
+        feed_forward = self.block_name(index, "FeedForward")
         y = self.make(FeedForward, feed_forward, units=cfg.intermediate_size,
                       activation=cfg.activation, use_bias=self.use_bias,
                       kernel_initializer=self.initializer)(x)
@@ -273,8 +287,12 @@ class Transformer:
         return Pooler(self.config.hidden_size, kernel_initializer=self.initializer,
                       name=self.prefix + "Pooler")(x)
 
+    #: The MLM transform's activation; None: the config's ``hidden_act``.
+    mlm_transform_activation = None
+
     def apply_mlm(self, x):
-        x = self.dense(x, self.config.embedding_dim, "MLM-Dense", activation=self.config.activation)
+        x = self.dense(x, self.config.embedding_dim, "MLM-Dense",
+                       activation=self.mlm_transform_activation or self.config.activation)
         x = self.norm(x, "MLM-Norm")
         x = self.token_embedding(x, reverse=True)
         x = self.make(BiasAdd, "MLM-Bias")(x)
@@ -364,7 +382,7 @@ class GAUAlpha(RoFormerV2):
     def gated_attention_unit(self, index, **options):
         cfg = self.config
         return self.make(
-            GatedAttentionUnit, f"Transformer-{index}-GatedAttentionUnit",
+            GatedAttentionUnit, self.block_name(index, "GatedAttentionUnit"),
             units=cfg.intermediate_size, key_size=cfg.key_size or 128,
             activation=cfg.activation, use_bias=self.use_bias, normalization=self.normalization,
             attention_scale=self.attention_scale, rope=self.rope == "1d",
@@ -375,7 +393,7 @@ class GAUAlpha(RoFormerV2):
 
     def apply_layer(self, x, mask, index):
         y = self.attend(self.gated_attention_unit(index), x, mask, index)
-        return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
+        return self.residual(x, y, self.block_name(index, "GatedAttentionUnit"))
 
 
 class Flash(GAUAlpha):
@@ -401,7 +419,74 @@ class Flash(GAUAlpha):
         unit = self.gated_attention_unit(index, chunk_size=self.config.chunk_size,
                                          causal=self.application == "lm")
         y = unit(x, key_mask=keras.ops.not_equal(self.token_ids, 0))
-        return self.residual(x, y, f"Transformer-{index}-GatedAttentionUnit")
+        return self.residual(x, y, self.block_name(index, "GatedAttentionUnit"))
+
+
+class AlbertUnshared(Transformer):
+    """ALBERT's checkpoints as a BERT with one block per layer, each loaded from ALBERT's
+    shared block (bert4keras' ``albert_unshared``): the layers may then be fine-tuned apart.
+    ALBERT always maps its factorised embeddings to the hidden size, even when they are equal."""
+
+    model_name = "albert_unshared"
+    hf_prefix = "albert"
+
+    def map_embeddings(self, x):
+        return self.dense(x, self.config.hidden_size, "Embedding-Mapping")
+
+
+class Albert(AlbertUnshared):
+    """ALBERT: factorised embeddings and one Transformer block whose weights every layer
+    shares (``Transformer-MultiHeadSelfAttention``, no layer index), as in the release.
+
+    A shared layer is called once per block, so ``model.get_layer(name).output`` is the
+    *first* block's output; the last block's is the output of the model built without heads."""
+
+    model_name = "albert"
+
+    def _reset(self, reuse=None, cache=None):
+        super()._reset(reuse, cache)
+        self.shared_layers = {}
+
+    def block_name(self, index, part):
+        return f"Transformer-{part}"
+
+    def make(self, layer_class, name, **kwargs):
+        """The first layer of each name; later layers of that name are the same layer."""
+        if name not in self.shared_layers:
+            self.shared_layers[name] = super().make(layer_class, name, **kwargs)
+        return self.shared_layers[name]
+
+
+class Electra(Transformer):
+    """ELECTRA: BERT's encoder without a pooler. ``with_discriminator=True`` adds the
+    discriminator's head (for each token, the probability it was replaced; any Keras activation
+    name gives that output instead, ``"linear"`` the logits); ``with_mlm`` adds the generator's
+    MLM head, BERT's with a fixed GELU. Generator and discriminator are separate models, each
+    built from its own config, as they are released."""
+
+    model_name = "electra"
+    hf_prefix = "electra"
+    supports_pool = False
+    mlm_transform_activation = "gelu"
+
+    def __init__(self, config: TransformerConfig, with_discriminator=False, **kwargs):
+        if with_discriminator and kwargs.get("with_mlm"):
+            raise ValueError("ELECTRA's generator (with_mlm) and discriminator "
+                             "(with_discriminator) are separate models; build one of each")
+        self.with_discriminator = with_discriminator
+        super().__init__(config, **kwargs)
+
+    @property
+    def hf_head(self) -> str:
+        return "discriminator" if self.with_discriminator else super().hf_head
+
+    def apply_heads(self, x) -> list:
+        if not self.with_discriminator:
+            return super().apply_heads(x)
+        activation = "sigmoid" if self.with_discriminator is True else self.with_discriminator
+        x = self.dense(x, self.config.hidden_size, "Discriminator-Dense",
+                       activation=self.config.activation)
+        return [self.dense(x, 1, "Discriminator-Prediction", activation=activation)]
 
 
 class StepCache:
@@ -416,4 +501,5 @@ class StepCache:
                     positions=self.positions)
 
 
-MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash)}
+MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash,
+                                          Albert, AlbertUnshared, Electra)}
