@@ -39,7 +39,9 @@ _METADATA_KEYS = frozenset(
         "return_dict", "is_encoder_decoder", "_name_or_path", "model_type",
         # heads HF builds on top for sequence classification (ALBERT, ELECTRA)
         "classifier_dropout_prob", "summary_type", "summary_use_proj", "summary_activation",
-        "summary_last_dropout",
+        "summary_last_dropout", "summary_first_dropout", "summary_proj_to_labels",
+        # GPT-2: the context size old configs repeat, task presets, an fp32 upcast of scores
+        "n_ctx", "task_specific_params", "reorder_and_upcast_attn",
     }
 )
 
@@ -59,6 +61,9 @@ _FIXED_KEYS = {
     "gap_size": 0,
     "net_structure_type": 0,
     "num_memory_blocks": 0,
+    # GPT-2: scores scaled by 1/sqrt(head size), as in every release
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
 }
 
 
@@ -170,7 +175,7 @@ class TransformerConfig:
     def from_dict(cls, values: Mapping[str, Any], model: Optional[str] = None) -> "TransformerConfig":
         """Build from a config mapping, rejecting unknown keys and unsupported settings by name."""
         field_names = {f.name for f in dataclasses.fields(cls)}
-        values = _gau_config_keys(dict(values), model)
+        values = _gpt2_config_keys(_gau_config_keys(dict(values), model), model)
         kwargs = {}
         for key, value in values.items():
             if key in field_names:
@@ -242,10 +247,46 @@ def _gau_config_keys(values: dict, model: Optional[str]) -> dict:
     return values
 
 
+#: GPT-2's config names (HF ``GPT2Config``, OpenAI's ``hparams.json``) and ours.
+GPT2_NAMES = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers",
+               "n_head": "num_attention_heads", "n_positions": "max_position_embeddings",
+               "n_inner": "intermediate_size", "activation_function": "hidden_act",
+               "resid_pdrop": "hidden_dropout_prob", "attn_pdrop": "attention_probs_dropout_prob",
+               "layer_norm_epsilon": "layer_norm_eps", "n_vocab": "vocab_size"}
+
+
+def _gpt2_config_keys(values: dict, model: Optional[str]) -> dict:
+    """Read GPT-2's config names into ours (for ``model="gpt2"`` only). ``n_inner`` null or
+    absent means 4 × the hidden size; the embedding dropout must equal the residual one, since one rate
+    serves both; GPT-2 has no segments (``type_vocab_size`` 0)."""
+    if model != "gpt2":
+        return values
+    for theirs, ours in GPT2_NAMES.items():
+        if theirs in values:
+            value = values.pop(theirs)
+            if ours in values and values[ours] != value:
+                raise ConfigError(f"config keys {theirs!r} and {ours!r} name the same setting "
+                                  f"with different values ({value!r}, {values[ours]!r})")
+            values[ours] = value
+    if values.get("intermediate_size") is None and "hidden_size" in values:
+        values["intermediate_size"] = 4 * values["hidden_size"]
+    if "embd_pdrop" in values:
+        embedding_dropout = values.pop("embd_pdrop")
+        if embedding_dropout != values.get("hidden_dropout_prob", 0.1):
+            raise ConfigError(f"config key 'embd_pdrop' ({embedding_dropout}) must equal "
+                              f"'resid_pdrop' ({values.get('hidden_dropout_prob', 0.1)}): "
+                              "bert4x uses one dropout rate for both")
+    values.setdefault("type_vocab_size", 0)
+    values.setdefault("layer_norm_eps", 1e-5)
+    values.setdefault("hidden_act", "gelu_new")
+    return values
+
+
 def _compatible_types(model: str) -> set:
     # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
     return {"bert": {"bert"}, "roformer": {"roformer"}, "albert": {"albert"},
-            "albert_unshared": {"albert"}, "electra": {"electra"}}.get(model, {model, "roformer"})
+            "albert_unshared": {"albert"}, "electra": {"electra"},
+            "gpt2": {"gpt2"}}.get(model, {model, "roformer"})
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -64,6 +64,24 @@ def hf_model(family, head, seed=0, **config):
     return model.eval()
 
 
+def hf_gpt2(seed=0, **config):
+    """An HF ``GPT2LMHeadModel`` (GPT-2 config names), every parameter random, no dropout,
+    and generation left to run its full length (no end token; id 0 is padding)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+        pad_token_id=0, **config))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.normal_(0.0, 0.2)
+            if ".ln_" in name and name.endswith("weight"):
+                parameter.add_(1.0)
+    return model.eval()
+
+
 def hf_outputs(model, token_ids, segment_ids):
     """Run an HF model on a padded batch; returns a dict of numpy arrays."""
     import torch

@@ -213,10 +213,25 @@ def test_a_checkpoint_of_another_family_names_it(tmp_path, saved, loaded, family
     ("electra", dict(with_mlm=True, with_discriminator=True), "separate models"),
     ("albert", dict(num_hidden_groups=2), "'num_hidden_groups' = 2 is not supported"),
     ("albert", dict(inner_group_num=2), "'inner_group_num' = 2 is not supported"),
+    ("gpt2", dict(application="encoder"), "causal language model: application='lm'"),
+    ("gpt2", dict(type_vocab_size=2), "no segment embedding"),
+    ("gpt2", dict(embd_pdrop=0.2), "'embd_pdrop' \\(0.2\\) must equal 'resid_pdrop'"),
 ])
 def test_heads_and_settings_a_family_lacks_are_refused(model, options, message):
     with pytest.raises((ValueError, ConfigError), match=message):
         build_transformer_model(CONFIG, model=model, **options)
+
+
+def test_gpt2_refuses_a_google_checkpoint_and_names_a_gpt2_file(tmp_path):
+    gpt2 = dict(CONFIG, type_vocab_size=0)
+    prefix = build_transformer_model(CONFIG, model="bert", return_keras_model=False) \
+        .save_google_checkpoint(tmp_path / "model.ckpt")
+    with pytest.raises(CheckpointError, match="reads 'gpt2' weights from HF files only"):
+        build_transformer_model(gpt2, prefix, model="gpt2")
+    build_transformer_model(gpt2, model="gpt2", return_keras_model=False) \
+        .export_huggingface(tmp_path / "gpt2")
+    with pytest.raises(CheckpointError, match='looks like a GPT-2 checkpoint: use model="gpt2"'):
+        build_transformer_model(CONFIG, tmp_path / "gpt2", model="bert")
 
 
 def test_albert_unshared_has_no_albert_file_to_export_to(tmp_path):

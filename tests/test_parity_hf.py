@@ -5,7 +5,7 @@ import pytest
 
 from bert4x import build_transformer_model
 from tests.references import (
-    hf_model, hf_outputs, hf_state_as_google, random_batch, write_google_checkpoint,
+    hf_gpt2, hf_model, hf_outputs, hf_state_as_google, random_batch, write_google_checkpoint,
 )
 
 TOLERANCE = 1e-4
@@ -229,3 +229,63 @@ def test_albert_and_electra_export_through_transformers(family, options, auto_cl
     output = built.model.predict([token_ids, segment_ids], verbose=0)
     assert_unpadded_close(output[..., 0] if "with_discriminator" in options else output,
                           hf_outputs(auto, token_ids, segment_ids)["logits"], token_ids)
+
+
+GPT2_SHAPE = dict(vocab_size=97, n_embd=32, n_layer=3, n_head=4, n_positions=64)
+
+
+def test_gpt2_logits_with_padding(tmp_path):
+    import torch
+
+    reference = hf_gpt2(seed=13, **GPT2_SHAPE)
+    path = save_hf(reference, tmp_path)
+    token_ids, _ = random_batch(GPT2_SHAPE["vocab_size"], LENGTHS, seed=13)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                             attention_mask=torch.tensor(token_ids != 0)).logits.numpy()
+    # No segment embedding: the segment input is taken and ignored.
+    model = build_transformer_model(path / "config.json", path, model="gpt2", with_mlm="linear")
+    logits = model.predict([token_ids, np.zeros_like(token_ids)], verbose=0)
+    assert_unpadded_close(logits, expected, token_ids)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_gpt2_greedy_and_beam_search_equal_hf_generate(use_cache, tmp_path):
+    import torch
+    from bert4x.generation import AutoRegressiveDecoder
+
+    reference = hf_gpt2(seed=14, **GPT2_SHAPE)
+    path = save_hf(reference, tmp_path)
+    model = build_transformer_model(path / "config.json", path, model="gpt2")
+    decoder = AutoRegressiveDecoder(model, end_id=None, max_new_tokens=24, use_cache=use_cache)
+    prefix = [5, 8, 13, 2, 40, 77]
+    options = dict(max_new_tokens=24, do_sample=False, suppress_tokens=[0], use_cache=True)
+    with torch.no_grad():
+        greedy = reference.generate(torch.tensor([prefix]), **options)[0, len(prefix):]
+        beams = reference.generate(torch.tensor([prefix]), num_beams=4, num_return_sequences=4,
+                                   length_penalty=0.0, output_scores=True,
+                                   return_dict_in_generate=True, **options)
+    assert decoder.greedy(prefix).tokens == greedy.tolist()
+    ours = decoder.beam_search(prefix, beam_size=4)
+    assert [h.tokens for h in ours] == beams.sequences[:, len(prefix):].tolist()
+    np.testing.assert_allclose([h.score for h in ours], beams.sequences_scores.numpy(),
+                               rtol=1e-5)
+
+
+def test_gpt2_export_round_trip_through_transformers(tmp_path):
+    import torch
+    import transformers
+
+    built = build_transformer_model(GPT2_SHAPE, model="gpt2", with_mlm="linear",
+                                    return_keras_model=False)
+    rng = np.random.default_rng(15)
+    for variable in built.model.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    built.export_huggingface(tmp_path)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    token_ids, _ = random_batch(GPT2_SHAPE["vocab_size"], LENGTHS, seed=15)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                             attention_mask=torch.tensor(token_ids != 0)).logits.numpy()
+    assert_unpadded_close(built.model.predict([token_ids, np.zeros_like(token_ids)], verbose=0),
+                          expected, token_ids)

@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 
-from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, weight_names
+from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, split_part, weight_names
 from bert4x.checkpoints.readers import CheckpointError
-from bert4x.config import RESEARCH_DEFAULTS, TransformerConfig
+from bert4x.config import GPT2_NAMES, RESEARCH_DEFAULTS, TransformerConfig
 from bert4x.files import atomic_path
 from bert4x.layers.rotary import rotary_frequencies
 
@@ -25,7 +25,10 @@ _HF_CLASSES = {"bert": {"model": "BertModel", "mlm": "BertForMaskedLM"},
                "roformer": {"model": "RoFormerModel", "mlm": "RoFormerForMaskedLM"},
                "albert": {"model": "AlbertModel", "mlm": "AlbertForMaskedLM"},
                "electra": {"model": "ElectraModel", "mlm": "ElectraForMaskedLM",
-                           "discriminator": "ElectraForPreTraining"}}
+                           "discriminator": "ElectraForPreTraining"},
+               "gpt2": {"model": "GPT2Model", "mlm": "GPT2LMHeadModel"}}
+#: Our config names -> GPT-2's, for its HF ``config.json``.
+GPT2_HF_NAMES = {ours: theirs for theirs, ours in GPT2_NAMES.items() if theirs != "n_vocab"}
 #: Families whose HF config states the embedding size (factorised embeddings).
 _HF_EMBEDDING_SIZE = ("roformer", "albert", "electra")
 
@@ -63,6 +66,10 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
             values[key] = value
     if model_name in _HF_EMBEDDING_SIZE:
         values["embedding_size"] = config.embedding_dim
+    if model_name == "gpt2":
+        del values["type_vocab_size"]
+        values = {GPT2_HF_NAMES.get(key, key): value for key, value in values.items()}
+        values["embd_pdrop"] = config.hidden_dropout_prob
     return values
 
 
@@ -73,15 +80,29 @@ def _named_arrays(model, fmt: str, model_name: str, hf_prefix=None, layer_prefix
     checkpoint_names = weight_names(list(ours.values()), fmt, hf_prefix, model_name)
     names = {path: checkpoint_names[unprefixed] for path, unprefixed in ours.items()}
     unmapped = [path for path, name in names.items() if name is None]
+    mapped = [name for name in names.values() if name is not None]
+    if len(set(mapped)) < len(mapped):
+        raise CheckpointError(f"the {fmt} format of {model_name!r} stores several of its "
+                              "weights under one name (ALBERT's shared block); save this "
+                              "model with model.save_weights")
     if unmapped:
         raise CheckpointError(f"the {fmt} format of {model_name!r} has no place for: "
                               + ", ".join(unmapped))
-    arrays = {}
+    arrays, parts = {}, {}
     for variable in model.weights:
         value = np.asarray(variable.numpy(), dtype="float32")
-        if is_transposed(variable.path, fmt):
+        name, part, count = split_part(names[variable.path])
+        if part is not None:  # stored fused with its siblings (GPT-2's c_attn): joined below
+            parts.setdefault(name, [None] * count)[part] = (variable.path, value)
+            continue
+        if is_transposed(variable.path, fmt, model_name):
             value = value.T
-        arrays[names[variable.path]] = np.ascontiguousarray(value)
+        arrays[name] = np.ascontiguousarray(value)
+    for name, pieces in parts.items():
+        value = np.concatenate([piece[1] for piece in pieces], axis=-1)
+        if is_transposed(pieces[0][0], fmt, model_name):
+            value = value.T
+        arrays[name] = np.ascontiguousarray(value)
     return arrays
 
 

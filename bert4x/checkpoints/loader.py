@@ -15,13 +15,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, layout_of, weight_names
+from bert4x.checkpoints.names import (
+    GOOGLE, HF, is_transposed, layout_of, split_part, weight_names,
+)
 from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpoint
 
 #: How errors name the families.
 FAMILY_NAMES = {"bert": "BERT", "roformer": "RoFormer", "roformer_v2": "RoFormer-V2",
                 "gau_alpha": "GAU-α", "flash": "FLASH", "albert": "ALBERT",
-                "albert_unshared": "ALBERT", "electra": "ELECTRA"}
+                "albert_unshared": "ALBERT", "electra": "ELECTRA", "gpt2": "GPT-2"}
 #: Families stored under another's names: FLASH units are saved as GAU-α's, and an unshared
 #: ALBERT reads ALBERT's one block into each of its layers.
 _SAME_FILES = {"flash": "gau_alpha", "albert_unshared": "albert"}
@@ -73,6 +75,8 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
         return None
     if any(".albert_layer_groups." in n for n in names):
         return "albert"
+    if any(re.search(r"(^|\.)h\.0\.attn\.c_attn\.", n) for n in names):
+        return "gpt2"
     prefixes = {n.split(".", 1)[0] for n in names}
     for family in ("bert", "roformer", "electra"):
         if family in prefixes:
@@ -121,6 +125,9 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
                  for variable in (model.weights if variables is None else variables)}
     layout = layout_of(model_name)
     expected = weight_names(variables, checkpoint.fmt, hf_prefix, model_name)
+    if not any(expected.values()):
+        raise CheckpointError(f"{checkpoint.path}: bert4x reads {model_name!r} weights from HF "
+                              f"files only, not from {checkpoint.fmt}-format checkpoints")
     stored = (_hf_aliases(checkpoint.names, hf_prefix, layout.hf_top_level) if checkpoint.fmt == HF
               else {n: n for n in checkpoint.names})
 
@@ -128,14 +135,20 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
     for path, variable in variables.items():
         if _NEW_BY_DESIGN.search(path):
             continue
-        name = expected[path]
-        if name is None or name not in stored:
+        name, part, parts = split_part(expected[path] or "")
+        if not name or name not in stored:
             missing.append(path)
             continue
         used.add(stored[name])
         value = checkpoint.get(stored[name])
-        if is_transposed(path, checkpoint.fmt):
+        if is_transposed(path, checkpoint.fmt, model_name):
             value = value.T
+        if part is not None:  # one of several weights stored as one tensor (GPT-2's c_attn)
+            if value.shape[-1] % parts:
+                mismatched.append(f"{path} <- {stored[name]}: checkpoint {tuple(value.shape)} "
+                                  f"does not split into {parts} parts")
+                continue
+            value = np.split(value, parts, axis=-1)[part]
         if path in _VOCAB_INDEXED:
             value = _vocabulary_rows(value, keep_tokens, compound_tokens, name)
         if tuple(value.shape) != tuple(variable.shape):

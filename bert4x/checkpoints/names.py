@@ -151,6 +151,41 @@ _ALBERT_ROWS = _renamed(
 ]
 
 
+# GPT-2 (HF GPT2Model / GPT2LMHeadModel; HF names only): pre-norm blocks, one fused
+# query/key/value projection per layer, stored by Conv1D as [in, out] (not transposed). A
+# name ending in "#k/n" is part k of n along the stored tensor's last axis.
+_GPT2_ROWS = [
+    ("Embedding-Token/embeddings", None, "{p}.wte.weight"),
+    ("Embedding-Position/embeddings", None, "{p}.wpe.weight"),
+    ("Output-Norm/gamma", None, "{p}.ln_f.weight"),
+    ("Output-Norm/beta", None, "{p}.ln_f.bias"),
+] + [
+    (f"Transformer-{{i}}-MultiHeadSelfAttention/{part}/{var}", None,
+     f"{{p}}.h.{{i}}.attn.c_attn.{'weight' if var == 'kernel' else 'bias'}#{k}/3")
+    for k, part in enumerate(("query", "key", "value")) for var in ("kernel", "bias")
+] + [
+    (f"Transformer-{{i}}-{ours}/{var}", None,
+     f"{{p}}.h.{{i}}.{hf}.{'weight' if var in ('kernel', 'gamma') else 'bias'}")
+    for ours, hf, variables in [
+        ("MultiHeadSelfAttention/output", "attn.c_proj", ("kernel", "bias")),
+        ("MultiHeadSelfAttention-Norm", "ln_1", ("gamma", "beta")),
+        ("FeedForward/intermediate", "mlp.c_fc", ("kernel", "bias")),
+        ("FeedForward/output", "mlp.c_proj", ("kernel", "bias")),
+        ("FeedForward-Norm", "ln_2", ("gamma", "beta")),
+    ] for var in variables
+]
+
+
+def split_part(name: str):
+    """``(stored name, k, n)`` for a name of part k of n (``"...#k/n"``); ``(name, None,
+    None)`` for a whole tensor."""
+    stored, _, part = name.partition("#")
+    if not part:
+        return name, None, None
+    k, n = part.split("/")
+    return stored, int(k), int(n)
+
+
 class Layout:
     """One family's naming: its rows; the checkpoint entries of heads a caller may not build
     (unused, but expected); and the entries that are not model weights at all (optimizer
@@ -160,8 +195,10 @@ class Layout:
     (``cls.``, not ``bert.cls.``), and a model saved without its heads has no prefix at all.
     ``hf_tied`` are head entries that duplicate the token embedding."""
 
-    def __init__(self, rows, google_heads: str, hf_heads: str, hf_tied: str):
+    def __init__(self, rows, google_heads: str, hf_heads: str, hf_tied: str,
+                 hf_transposed: bool = True):
         self.rows = rows
+        self.hf_transposed = hf_transposed
         self.hf_top_level = re.compile(rf"^({hf_heads})\.")
         self.heads = {GOOGLE: re.compile(google_heads),
                       HF: re.compile(rf"(^|\.)pooler\.|^({hf_heads})\.")}
@@ -180,17 +217,21 @@ _ALBERT = Layout(_ALBERT_ROWS, google_heads=r"^(bert/pooler/|cls/)",
                  hf_heads="predictions|sop_classifier",
                  hf_tied=r"^predictions\.decoder\.(weight|bias)$")
 
+_GPT2 = Layout(_GPT2_ROWS, google_heads=r"^$", hf_heads="lm_head", hf_tied=r"^lm_head\.weight$",
+               hf_transposed=False)
+
 #: Which layout each family's checkpoints use.
-LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA}
+LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA, "gpt2": _GPT2}
 
 
 def layout_of(model_name: str) -> Layout:
     return LAYOUTS.get(model_name, _BERT)
 
 
-def is_transposed(path: str, fmt: str) -> bool:
-    """HF ``nn.Linear`` weights are [out, in]; Keras and Google kernels are [in, out]."""
-    return fmt == HF and path.endswith("/kernel")
+def is_transposed(path: str, fmt: str, model_name: str = "bert") -> bool:
+    """HF ``nn.Linear`` weights are [out, in]; Keras and Google kernels, and GPT-2's
+    ``Conv1D`` weights, are [in, out]."""
+    return fmt == HF and path.endswith("/kernel") and layout_of(model_name).hf_transposed
 
 
 def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None,

@@ -101,7 +101,7 @@ def build_transformer_model(
     config_path: Union[str, os.PathLike, dict, TransformerConfig, None] = None,
     checkpoint_path=None,
     model: str = "bert",
-    application: str = "encoder",
+    application: Optional[str] = None,
     return_keras_model: bool = True,
     with_pool: bool = False,
     with_mlm: Union[bool, str, None] = None,
@@ -122,7 +122,8 @@ def build_transformer_model(
     **overrides,
 ):
     """Build ``model`` (see ``bert4x.models.MODELS``) for ``application``
-    ("encoder" | "lm" | "unilm") from a BERT-style config, optionally loading a checkpoint.
+    ("encoder" | "lm" | "unilm"; by default "encoder", and "lm" for GPT-2) from a BERT-style
+    config, optionally loading a checkpoint.
 
     ``config_path`` may be a ``config.json`` path, a dict or a :class:`TransformerConfig`;
     ``overrides`` replace config values (``key_size=128``, ``hidden_dropout_prob=0``...), under
@@ -150,6 +151,8 @@ def build_transformer_model(
                          "(use model='electra')")
     family_options = {"with_discriminator": with_discriminator} if model == "electra" else {}
     overrides = _our_config_names(overrides)
+    if application is None:
+        application = MODELS[model].default_application
     if with_mlm is None:
         with_mlm = application in ("lm", "unilm")
     if keep_tokens is not None or compound_tokens:

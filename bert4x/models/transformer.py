@@ -54,6 +54,8 @@ class Transformer:
     """
 
     model_name = "bert"
+    #: The ``application`` build_transformer_model gives the family when none is asked for.
+    default_application = "encoder"
     #: HF transformers' prefix for this family (``bert.encoder...``); None when HF has no model.
     hf_prefix = "bert"
     supports_pool = True
@@ -238,14 +240,18 @@ class Transformer:
         return x
 
     def apply_embeddings(self, token_ids, segment_ids):
-        cfg = self.config
-        x = self.embed_tokens(token_ids, segment_ids)
-        x = self.make(PositionEmbedding, "Embedding-Position", input_dim=cfg.max_position_embeddings,
-                      output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer,
-                      )(x, positions=None if self.cache is None else self.cache.positions)
+        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
         x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
         return self.map_embeddings(x)
+
+    def add_positions(self, x):
+        """Learned absolute positions; in a decoding step, those of the new tokens."""
+        cfg = self.config
+        return self.make(PositionEmbedding, "Embedding-Position",
+                         input_dim=cfg.max_position_embeddings, output_dim=cfg.embedding_dim,
+                         embeddings_initializer=self.initializer,
+                         )(x, positions=None if self.cache is None else self.cache.positions)
 
     def map_embeddings(self, x):
         if self.config.embedding_dim != self.config.hidden_size:
@@ -259,10 +265,14 @@ class Transformer:
 
     def apply_layer(self, x, mask, index):
         """Post-norm block: x = Norm(x + Attention(x)); x = Norm(x + FFN(x))."""
+        x = self.residual(x, self.self_attention(x, mask, index),
+                          self.block_name(index, "MultiHeadSelfAttention"))
+        return self.residual(x, self.feed_forward(x, index), self.block_name(index, "FeedForward"))
+
+    def self_attention(self, x, mask, index):
         cfg = self.config
-        attention = self.block_name(index, "MultiHeadSelfAttention")
         layer = self.make(
-            MultiHeadAttention, attention,
+            MultiHeadAttention, self.block_name(index, "MultiHeadSelfAttention"),
             heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
             key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
             attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
@@ -271,12 +281,13 @@ class Transformer:
         y = self.attend(layer, x, mask, index, previous_scores=self.previous_scores)
         if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
             y, self.previous_scores = y
-        x = self.residual(x, y, attention)
-        feed_forward = self.block_name(index, "FeedForward")
-        y = self.make(FeedForward, feed_forward, units=cfg.intermediate_size,
-                      activation=cfg.activation, use_bias=self.use_bias,
-                      kernel_initializer=self.initializer)(x)
-        return self.residual(x, y, feed_forward)
+        return y
+
+    def feed_forward(self, x, index):
+        cfg = self.config
+        return self.make(FeedForward, self.block_name(index, "FeedForward"),
+                         units=cfg.intermediate_size, activation=cfg.activation,
+                         use_bias=self.use_bias, kernel_initializer=self.initializer)(x)
 
     def residual(self, x, y, name):
         y = self.dropout(y, f"{name}-Dropout")
@@ -489,6 +500,50 @@ class Electra(Transformer):
         return [self.dense(x, 1, "Discriminator-Prediction", activation=activation)]
 
 
+class GPT2(Transformer):
+    """GPT-2: a causal language model with learned positions, pre-norm blocks
+    (``x + Attention(Norm(x))``, ``x + FFN(Norm(x))``), a final norm (``Output-Norm``) and the
+    token embedding as its output projection, without bias.
+
+    GPT-2 has no segment embedding (``type_vocab_size`` 0): the model takes
+    ``[token_ids, segment_ids]`` like every bert4x model and ignores the segments, so the
+    decoders and training loop serve it unchanged. Token id 0 is padding, as in the Chinese
+    GPT-2 releases, whose BERT vocabularies start with ``[PAD]``.
+    """
+
+    model_name = "gpt2"
+    hf_prefix = "transformer"
+    supports_pool = False
+    default_application = "lm"
+
+    def __init__(self, config: TransformerConfig, application="lm", **kwargs):
+        if application != "lm":
+            raise ValueError(f"model='gpt2' is a causal language model: application='lm', "
+                             f"not {application!r}")
+        if config.type_vocab_size:
+            raise ValueError("model='gpt2' has no segment embedding; set type_vocab_size=0")
+        super().__init__(config, application=application, **kwargs)
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
+        return self.dropout(x, "Embedding-Dropout")
+
+    def apply_layers(self, x, mask):
+        return self.norm(super().apply_layers(x, mask), "Output-Norm")
+
+    def apply_layer(self, x, mask, index):
+        """Pre-norm block: x = x + Attention(Norm(x)); x = x + FFN(Norm(x))."""
+        for part, sublayer in (("MultiHeadSelfAttention", lambda y: self.self_attention(y, mask, index)),
+                               ("FeedForward", lambda y: self.feed_forward(y, index))):
+            name = self.block_name(index, part)
+            y = self.dropout(sublayer(self.norm(x, f"{name}-Norm")), f"{name}-Dropout")
+            x = self.make(keras.layers.Add, f"{name}-Add")([x, y])
+        return x
+
+    def apply_mlm(self, x):
+        return self.mlm_activation(self.token_embedding(x, reverse=True))
+
+
 class StepCache:
     """The cache tensors a decoding step threads through its attention layers."""
 
@@ -502,4 +557,4 @@ class StepCache:
 
 
 MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash,
-                                          Albert, AlbertUnshared, Electra)}
+                                          Albert, AlbertUnshared, Electra, GPT2)}
