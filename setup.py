@@ -29,7 +29,7 @@ setup(
                  "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
                  "tf2onnx", "onnxruntime", "tensorflow-text", "fastapi", "uvicorn[standard]",
                  "prometheus-client", "httpx", "selenium", "aiohttp", "mkdocs",
-                 "mkdocstrings-python"],
+                 "mkdocstrings-python", "snownlp"],
         # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.

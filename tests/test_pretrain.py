@@ -159,3 +159,35 @@ def test_a_re_export_keeps_the_cards_fine_tuning_comparison(tmp_path):
     assert kept_sections(str(card)) == f"\n{KEPT_FROM}\n\n| a | b |\n"
     card.write_text("# a card without it\n", encoding="utf-8")
     assert kept_sections(str(card)) == ""
+
+
+def test_the_shipped_models_card_accuracy_is_what_evaluate_only_prints():
+    """The model card's held-out MLM accuracy, re-measured from the shipped (float16) weights
+    by the command the card's number came from."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("snownlp")
+    from pretrained.registry import DEFAULT_DIR
+
+    card = (DEFAULT_DIR / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"Held-out MLM accuracy: ([0-9.]+)\*\* \(([0-9,]+) masked", card)
+    done = subprocess.run([sys.executable, "-m", "pretrained.pretrain", "--init-from",
+                           str(DEFAULT_DIR), "--evaluate-only"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = re.search(r"held-out MLM accuracy ([0-9.]+) on ([0-9]+) masked", done.stdout)
+    assert printed.groups() == (stated.group(1), stated.group(2).replace(",", ""))
+
+
+def test_evaluate_only_needs_weights_to_score(capsys):
+    import sys
+    from unittest import mock
+
+    from pretrained import pretrain
+
+    with mock.patch.object(sys, "argv", ["pretrain", "--evaluate-only"]), \
+            pytest.raises(SystemExit):
+        pretrain.main()
+    assert "--evaluate-only scores the weights of --init-from" in capsys.readouterr().err
