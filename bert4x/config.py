@@ -64,6 +64,8 @@ _FIXED_KEYS = {
     # GPT-2: scores scaled by 1/sqrt(head size), as in every release
     "scale_attn_weights": True,
     "scale_attn_by_inverse_layer_idx": False,
+    # NEZHA: relative positions are what the family is
+    "use_relative_position": True,
 }
 
 
@@ -108,6 +110,8 @@ class TransformerConfig:
     embedding_size: Optional[int] = None
     head_size: Optional[int] = None
     key_size: Optional[int] = None
+    #: NEZHA's clipping distance for relative positions (its releases use 64).
+    max_relative_position: int = 64
     # Research options (not in public config files; given as build_transformer_model overrides).
     rope: Optional[str] = "auto"
     attention_scale: str = "auto"
@@ -117,7 +121,7 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings"):
+                     "intermediate_size", "max_position_embeddings", "max_relative_position"):
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("type_vocab_size", self.type_vocab_size, minimum=0)
         for name in ("embedding_size", "head_size", "key_size"):
@@ -286,7 +290,7 @@ def _compatible_types(model: str) -> set:
     # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
     return {"bert": {"bert"}, "roformer": {"roformer"}, "albert": {"albert"},
             "albert_unshared": {"albert"}, "electra": {"electra"},
-            "gpt2": {"gpt2"}}.get(model, {model, "roformer"})
+            "gpt2": {"gpt2"}, "nezha": {"nezha", "bert"}}.get(model, {model, "roformer"})
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -14,14 +14,18 @@ PREFIX = [2, 5, 7, 9, 4]
 TINY = dict(vocab_size=24, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0)
-# (family, application, config changes): both applications, learned and rotary positions,
-# GAU units, and the attention options that touch the logits.
+# (family, application, config changes): both applications, learned, rotary and relative
+# positions, GAU units, pre-norm and shared blocks, and the attention options that touch the
+# logits.
 CASES = [
     ("bert", "lm", {}),
     ("roformer", "unilm", {}),
     ("roformer_v2", "lm", dict(residual_attention_scores=True, talking_heads=True)),
     ("bert", "unilm", dict(attention_scale="entropy_invariant", key_size=12)),
     ("gau_alpha", "unilm", dict(key_size=8)),
+    ("nezha", "unilm", dict(max_relative_position=3)),  # clipped well inside the sequence
+    ("gpt2", "lm", dict(type_vocab_size=0)),
+    ("albert", "unilm", dict(embedding_size=8)),
 ]
 
 

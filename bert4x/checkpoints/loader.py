@@ -23,7 +23,8 @@ from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpo
 #: How errors name the families.
 FAMILY_NAMES = {"bert": "BERT", "roformer": "RoFormer", "roformer_v2": "RoFormer-V2",
                 "gau_alpha": "GAU-α", "flash": "FLASH", "albert": "ALBERT",
-                "albert_unshared": "ALBERT", "electra": "ELECTRA", "gpt2": "GPT-2"}
+                "albert_unshared": "ALBERT", "electra": "ELECTRA", "gpt2": "GPT-2",
+                "nezha": "NEZHA"}
 #: Families stored under another's names: FLASH units are saved as GAU-α's, and an unshared
 #: ALBERT reads ALBERT's one block into each of its layers.
 _SAME_FILES = {"flash": "gau_alpha", "albert_unshared": "albert"}

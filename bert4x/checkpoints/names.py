@@ -204,7 +204,10 @@ class Layout:
                       HF: re.compile(rf"(^|\.)pooler\.|^({hf_heads})\.")}
         self.not_weights = {
             GOOGLE: re.compile(r"(/adam_[mv]$|^global_step$|^bad_steps$|^good_steps$|^loss_scale$)"),
-            HF: re.compile(rf"(\.position_ids$|\.embed_positions\.weight$|{hf_tied})"),
+            # buffers HF saves beside the weights (RoFormer's sinusoid table, NEZHA's
+            # relative one, position ids)
+            HF: re.compile(rf"(\.position_ids$|\.embed_positions\.weight$"
+                           rf"|\.relative_positions_encoding\.|{hf_tied})"),
         }
 
 

@@ -3,7 +3,8 @@
 from bert4x.layers import activations  # noqa: F401  (registers gelu_approximate)
 from bert4x.layers.attention import MultiHeadAttention
 from bert4x.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
-from bert4x.layers.embeddings import EmbeddingSum, PositionEmbedding, TokenEmbedding
+from bert4x.layers.embeddings import (EmbeddingSum, PositionEmbedding,
+                                     RelativePositionEmbedding, TokenEmbedding)
 from bert4x.layers.feed_forward import FeedForward
 from bert4x.layers.gau import GatedAttentionUnit, ScaleOffset
 from bert4x.layers.global_pointer import (EfficientGlobalPointer, GlobalPointer,
@@ -21,6 +22,7 @@ __all__ = [
     "EfficientGlobalPointer", "EmbeddingSum", "FeedForward", "GatedAttentionUnit",
     "GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalPointer", "LayerNormalization", "Loss",
     "MaximumEntropyMarkovModel", "MultiHeadAttention", "Pooler", "PositionEmbedding",
+    "RelativePositionEmbedding",
     "ScaleOffset", "TokenEmbedding", "apply_rotary", "apply_rotary_2d",
     "multilabel_crossentropy", "rotary_angles", "rotate_pairs", "sparse_multilabel_crossentropy",
 ]

@@ -52,6 +52,9 @@ class MultiHeadAttention(keras.layers.Layer):
     ``attention_bias`` (added to the logits), ``positions`` ([batch, n, 2], needed by 2D RoPE)
     and, with ``residual_scores``, ``previous_scores`` (None for the first layer). With
     ``residual_scores`` the call returns ``(output, scores)``. Logits and softmax run in float32.
+    ``relative_positions`` ([q, k, key_size], NEZHA's :class:`RelativePositionEmbedding`) adds
+    ``q·r_ij`` to each logit before scaling and ``Σ_j p_ij r_ij`` to each head's output, as in
+    Shaw et al. (2018); it needs ``head_size == key_size``.
 
     Incremental decoding: ``cache=(keys, values)`` of shapes [batch, max_len, heads, key_size]
     and [batch, max_len, heads, head_size], ``cache_index`` (scalar: where the new tokens go) and,
@@ -140,7 +143,12 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.einsum("bhqk,hg->bgqk", x, ops.cast(mixing, x.dtype))
 
     def call(self, query, key=None, value=None, attention_mask=None, attention_bias=None,
-             positions=None, previous_scores=None, cache=None, cache_index=None, training=None):
+             positions=None, previous_scores=None, relative_positions=None, cache=None,
+             cache_index=None, training=None):
+        if relative_positions is not None and self.head_size != self.key_size:
+            raise ValueError(f"{self.name}: relative positions are added to keys and values "
+                             f"alike, so head_size ({self.head_size}) must equal key_size "
+                             f"({self.key_size})")
         key = query if key is None else key
         value = key if value is None else value
         q = self._split_heads(self.query_dense(query), self.key_size)
@@ -152,6 +160,8 @@ class MultiHeadAttention(keras.layers.Layer):
             k, v = (write_cache(stored, new, cache_index) for stored, new in zip(cache, (k, v)))
         # Keras' TF einsum is measurably slower than transposes + batched matmul on CPU.
         logits = ops.matmul(ops.transpose(q, (0, 2, 1, 3)), ops.transpose(k, (0, 2, 3, 1)))
+        if relative_positions is not None:
+            logits = logits + ops.einsum("bqhd,qkd->bhqk", q, relative_positions)
         logits = self._scale(ops.cast(logits, "float32"), attention_mask)
         if attention_bias is not None:
             logits = logits + ops.cast(attention_bias, "float32")
@@ -167,6 +177,8 @@ class MultiHeadAttention(keras.layers.Layer):
             probs = self._mix_heads(probs, self.probs_mixing)
         probs = self.dropout(ops.cast(probs, v.dtype), training=training)
         context = ops.transpose(ops.matmul(probs, ops.transpose(v, (0, 2, 1, 3))), (0, 2, 1, 3))
+        if relative_positions is not None:
+            context = context + ops.einsum("bhqk,qkd->bqhd", probs, relative_positions)
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.heads * self.head_size))
         outputs = (self.output_dense(context),)

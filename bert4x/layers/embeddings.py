@@ -1,11 +1,13 @@
-"""Token and learned absolute position embeddings."""
+"""Token embeddings, learned absolute positions and NEZHA's functional relative positions."""
 
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from bert4x.input_checks import check_less
+from bert4x.layers.rotary import rotary_frequencies
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -74,6 +76,48 @@ class PositionEmbedding(keras.layers.Layer):
             "output_dim": self.output_dim,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+@keras.saving.register_keras_serializable(package="bert4x")
+class RelativePositionEmbedding(keras.layers.Layer):
+    """NEZHA's functional relative positions (Shaw et al. 2018 with a fixed table): for query
+    position i and key position j, row ``clip(j - i, ±max_distance) + max_distance`` of a
+    sinusoid table of ``2·max_distance + 1`` rows, ``[sin(p·θ₀), cos(p·θ₀), sin(p·θ₁), ...]``
+    with θ_k = 10000^(-2k/output_dim). The table is computed, not learned, so it has no weight.
+
+    ``call(inputs)`` gives [n, n, output_dim] for a sequence of n tokens; in a decoding step,
+    ``positions`` ([n] or [batch, n], the same in every row) and ``key_length`` (the cache's
+    size) give the new queries' rows against every cached key.
+    """
+
+    def __init__(self, max_distance, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        if output_dim % 2:
+            raise ValueError(f"relative position embeddings need an even size, got {output_dim}")
+        self.max_distance = max_distance
+        self.output_dim = output_dim
+        angles = np.arange(2 * max_distance + 1)[:, None] * rotary_frequencies(output_dim)[None]
+        self.table = np.stack([np.sin(angles), np.cos(angles)], -1).reshape(
+            2 * max_distance + 1, output_dim).astype("float32")
+
+    def call(self, inputs, positions=None, key_length=None):
+        if positions is None:
+            positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
+        elif len(positions.shape) == 2:
+            positions = positions[0]
+        key_length = ops.shape(inputs)[1] if key_length is None else key_length
+        distance = (ops.arange(key_length, dtype="int32")[None, :]
+                    - ops.cast(positions, "int32")[:, None])
+        rows = ops.clip(distance, -self.max_distance, self.max_distance) + self.max_distance
+        return ops.cast(ops.take(ops.convert_to_tensor(self.table), rows, axis=0),
+                        self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "max_distance": self.max_distance,
+                "output_dim": self.output_dim}
 
 
 @keras.saving.register_keras_serializable(package="bert4x")

@@ -19,8 +19,8 @@ from bert4x.config import GAU_FAMILIES, TransformerConfig
 from bert4x.layers import activations
 from bert4x.layers import (
     APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit,
-    LayerNormalization,
-    MultiHeadAttention, Pooler, PositionEmbedding, TokenEmbedding,
+    LayerNormalization, MultiHeadAttention, Pooler, PositionEmbedding,
+    RelativePositionEmbedding, TokenEmbedding,
 )
 
 
@@ -61,6 +61,9 @@ class Transformer:
     supports_pool = True
     use_bias = True
     use_rope = False
+    #: Learned absolute positions added to the embeddings (BERT's); rotary or relative
+    #: families have none.
+    absolute_positions = True
     default_attention_scale = "sqrt"
 
     def __init__(self, config: TransformerConfig, application="encoder", with_pool=False,
@@ -96,6 +99,7 @@ class Transformer:
         self.token_embedding = None
         self.positions = None
         self.previous_scores = None
+        self.relative_positions = None
 
     @property
     def attention_scale(self):
@@ -240,7 +244,9 @@ class Transformer:
         return x
 
     def apply_embeddings(self, token_ids, segment_ids):
-        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
+        x = self.embed_tokens(token_ids, segment_ids)
+        if self.absolute_positions:
+            x = self.add_positions(x)
         x = self.norm(x, "Embedding-Norm")
         x = self.dropout(x, "Embedding-Dropout")
         return self.map_embeddings(x)
@@ -278,7 +284,8 @@ class Transformer:
             attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
             attention_scale=self.attention_scale, talking_heads=cfg.talking_heads,
             residual_scores=cfg.residual_attention_scores, kernel_initializer=self.initializer)
-        y = self.attend(layer, x, mask, index, previous_scores=self.previous_scores)
+        y = self.attend(layer, x, mask, index, previous_scores=self.previous_scores,
+                        relative_positions=self.relative_positions)
         if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
             y, self.previous_scores = y
         return y
@@ -324,12 +331,37 @@ class RoFormer(Transformer):
     model_name = "roformer"
     hf_prefix = "roformer"
     use_rope = True
+    absolute_positions = False
 
-    def apply_embeddings(self, token_ids, segment_ids):
-        x = self.embed_tokens(token_ids, segment_ids)
-        x = self.norm(x, "Embedding-Norm")
-        x = self.dropout(x, "Embedding-Dropout")
-        return self.map_embeddings(x)
+
+class Nezha(Transformer):
+    """NEZHA: BERT whose positions are functional relative ones (see
+    :class:`~bert4x.layers.RelativePositionEmbedding`), added in every attention to the keys
+    and the values, clipped at the config's ``max_relative_position`` (64 in the releases); no
+    absolute positions. The relative table is computed, so checkpoints hold BERT's weights
+    less the position table."""
+
+    model_name = "nezha"
+    hf_prefix = "nezha"
+    absolute_positions = False
+
+    def __init__(self, config: TransformerConfig, **kwargs):
+        if config.attention_key_size != config.attention_head_size:
+            raise ValueError("model='nezha' adds relative positions to keys and values alike: "
+                             "key_size must equal head_size")
+        super().__init__(config, **kwargs)
+
+    def apply_layers(self, x, mask):
+        cfg = self.config
+        layer = self.make(RelativePositionEmbedding, "Embedding-Relative-Position",
+                          max_distance=cfg.max_relative_position,
+                          output_dim=cfg.attention_key_size)
+        if self.cache is None:
+            self.relative_positions = layer(x)
+        else:  # the new tokens against every slot of the cache
+            self.relative_positions = layer(x, positions=self.cache.positions,
+                                            key_length=keras.ops.shape(self.cache.keys)[2])
+        return super().apply_layers(x, mask)
 
 
 class RoFormerV2(RoFormer):
@@ -557,4 +589,4 @@ class StepCache:
 
 
 MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash,
-                                          Albert, AlbertUnshared, Electra, GPT2)}
+                                          Albert, AlbertUnshared, Electra, GPT2, Nezha)}

@@ -1,0 +1,64 @@
+"""Families HF transformers no longer has, against bert4keras 0.11.5 itself: bert4keras builds
+the model, randomises every trainable weight, writes its checkpoint under the release's names
+and runs a padded batch; bert4x loads that checkpoint and must give the same outputs."""
+
+import numpy as np
+import pytest
+
+from bert4x import build_transformer_model
+from tests.references import bert4keras_available, random_batch, run_bert4keras
+
+pytestmark = pytest.mark.skipif(not bert4keras_available(),
+                                reason="bert4keras 0.11.5 and tf-keras are not installed")
+
+TOLERANCE = 1e-4
+
+REFERENCE = """
+import json
+import numpy as np
+from bert4keras.backend import K
+from bert4keras.models import build_transformer_model
+with open(data['directory'] + '/config.json', 'w') as handle:
+    json.dump(data['config'], handle)
+built = build_transformer_model(data['directory'] + '/config.json', model=data['model'],
+                                return_keras_model=False, **data['options'])
+rng = np.random.default_rng(data['seed'])
+for weight in built.model.trainable_weights:
+    value = rng.normal(0, 0.2, K.int_shape(weight)) + (1 if 'gamma' in weight.name else 0)
+    K.set_value(weight, value.astype('float32'))
+# bert4keras' own save_weights_as_checkpoint needs TF1 sessions; its name mapping is what
+# it would write, so write that with the reference writer.
+from tests.references import write_google_checkpoint
+layers = {layer.name: layer for layer in built.model.layers}
+arrays = {name: K.get_value(weight)
+          for layer, names in built.variable_mapping().items() if layer in layers
+          for name, weight in zip(names, layers[layer].trainable_weights)}
+write_google_checkpoint(data['directory'] + '/model.ckpt', arrays, extra_slots=False)
+inputs = [np.array(data['token_ids']), np.array(data['segment_ids'])]
+result = built.model.predict(inputs).tolist()
+"""
+
+
+def bert4keras_outputs(tmp_path, model, config, options, seed):
+    token_ids, segment_ids = random_batch(config["vocab_size"], [80, 9, 1, 70], seed=seed)
+    outputs = run_bert4keras(REFERENCE, dict(
+        directory=str(tmp_path), model=model, config=config, options=options, seed=seed,
+        token_ids=token_ids.tolist(), segment_ids=segment_ids.tolist()))
+    return (token_ids, segment_ids), np.asarray(outputs, dtype="float32")
+
+
+@pytest.mark.parametrize("options, ours", [({}, {}), ({"with_mlm": True}, {"with_mlm": True})],
+                         ids=["encoder", "mlm"])
+def test_nezha_equals_bert4keras(options, ours, tmp_path):
+    # Rows of 80 and 70 tokens, so distances past the clipping at 64 (bert4keras fixes 64, as
+    # the releases do) are exercised.
+    config = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, hidden_act="gelu",
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch, expected = bert4keras_outputs(tmp_path, "nezha", config, options, seed=21)
+    built = build_transformer_model(tmp_path / "config.json", tmp_path / "model.ckpt",
+                                    model="nezha", return_keras_model=False, **ours)
+    assert not built.load_report.missing and not built.load_report.unused
+    keep = batch[0] != 0
+    np.testing.assert_allclose(built.model.predict(list(batch), verbose=0)[keep], expected[keep],
+                               atol=TOLERANCE, rtol=0)
