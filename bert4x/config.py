@@ -52,7 +52,6 @@ _FIXED_KEYS = {
     "rotary_value": False,
     "is_decoder": False,
     "add_cross_attention": False,
-    "tie_word_embeddings": True,
     # ALBERT: one group of one shared block (every public release); the rest of its options
     # are those of the original code left at their plain values.
     "num_hidden_groups": 1,
@@ -112,6 +111,15 @@ class TransformerConfig:
     key_size: Optional[int] = None
     #: NEZHA's clipping distance for relative positions (its releases use 64).
     max_relative_position: int = 64
+    # T5 / mT5 (HF T5Config's names): decoder depth (None: as deep as the encoder), the
+    # relative-bias buckets, the gated feed-forward of T5.1.1, and the output head: tied to
+    # the token embedding (and then scaled by hidden_size^-0.5 in T5.1.0) or its own.
+    num_decoder_layers: Optional[int] = None
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    gated_feed_forward: bool = False
+    tie_word_embeddings: bool = True
+    scale_decoder_outputs: Optional[bool] = None
     # Research options (not in public config files; given as build_transformer_model overrides).
     rope: Optional[str] = "auto"
     attention_scale: str = "auto"
@@ -149,6 +157,14 @@ class TransformerConfig:
                                   f"got {getattr(self, name)!r}")
         if self.chunk_size is not None:
             _require_int("chunk_size", self.chunk_size, minimum=1)
+        if self.num_decoder_layers is not None:
+            _require_int("num_decoder_layers", self.num_decoder_layers, minimum=1)
+        for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):
+            _require_int(name, getattr(self, name), minimum=2)
+        for name in ("gated_feed_forward", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config key {name!r} must be true or false, "
+                                  f"got {getattr(self, name)!r}")
         if self.head_size is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"config key 'num_attention_heads' ({self.num_attention_heads}) does not divide "
@@ -179,7 +195,8 @@ class TransformerConfig:
     def from_dict(cls, values: Mapping[str, Any], model: Optional[str] = None) -> "TransformerConfig":
         """Build from a config mapping, rejecting unknown keys and unsupported settings by name."""
         field_names = {f.name for f in dataclasses.fields(cls)}
-        values = _gpt2_config_keys(_gau_config_keys(dict(values), model), model)
+        values = _gau_config_keys(dict(values), model)
+        values = _t5_config_keys(_gpt2_config_keys(values, model), model)
         kwargs = {}
         for key, value in values.items():
             if key in field_names:
@@ -218,6 +235,20 @@ class TransformerConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def with_our_names(values: dict, names: Mapping[str, str], where: str) -> dict:
+    """``values`` with each key of ``names`` (another project's name) renamed to ours; a value
+    given under both names must be the same one."""
+    values = dict(values)
+    for theirs, ours in names.items():
+        if theirs in values:
+            value = values.pop(theirs)
+            if ours in values and values[ours] != value:
+                raise ConfigError(f"{where} {theirs}={value!r} and {ours}={values[ours]!r} "
+                                  "name the same setting; give one")
+            values[ours] = value
+    return values
 
 
 def _gau_config_keys(values: dict, model: Optional[str]) -> dict:
@@ -263,15 +294,12 @@ def _gpt2_config_keys(values: dict, model: Optional[str]) -> dict:
     """Read GPT-2's config names into ours (for ``model="gpt2"`` only). ``n_inner`` null or
     absent means 4 × the hidden size; the embedding dropout must equal the residual one, since one rate
     serves both; GPT-2 has no segments (``type_vocab_size`` 0)."""
+    if model == "gpt2_ml":  # BERT's config names; GPT-2's norm epsilon, no segments
+        values.setdefault("layer_norm_eps", 1e-5)
+        values.setdefault("type_vocab_size", 0)
     if model != "gpt2":
         return values
-    for theirs, ours in GPT2_NAMES.items():
-        if theirs in values:
-            value = values.pop(theirs)
-            if ours in values and values[ours] != value:
-                raise ConfigError(f"config keys {theirs!r} and {ours!r} name the same setting "
-                                  f"with different values ({value!r}, {values[ours]!r})")
-            values[ours] = value
+    values = with_our_names(values, GPT2_NAMES, "config keys")
     if values.get("intermediate_size") is None and "hidden_size" in values:
         values["intermediate_size"] = 4 * values["hidden_size"]
     if "embd_pdrop" in values:
@@ -286,11 +314,48 @@ def _gpt2_config_keys(values: dict, model: Optional[str]) -> dict:
     return values
 
 
+#: The T5 families and what their names imply when a config does not say.
+T5_FAMILIES = {"t5": {}, "t5.1.1": {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+               "mt5.1.1": {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}}
+#: T5's config names (HF ``T5Config``) and ours.
+T5_NAMES = {"d_model": "hidden_size", "d_ff": "intermediate_size", "num_layers": "num_hidden_layers",
+            "num_heads": "num_attention_heads", "layer_norm_epsilon": "layer_norm_eps",
+            "dropout_rate": "hidden_dropout_prob"}
+
+
+def _t5_config_keys(values: dict, model: Optional[str]) -> dict:
+    """Read T5's config names into ours (T5 families only). ``d_kv`` is the per-head size of
+    queries, keys and values; ``feed_forward_proj`` "relu" or "gated-gelu" sets the activation
+    and the gate; one dropout rate serves everything, as in T5. T5 has no position table and
+    no segments."""
+    if model not in T5_FAMILIES:
+        return values
+    values = with_our_names({**T5_FAMILIES[model], **values}, T5_NAMES, "config keys")
+    if "d_kv" in values:
+        values["key_size"] = values["head_size"] = values.pop("d_kv")
+    values.setdefault("attention_probs_dropout_prob", values.get("hidden_dropout_prob", 0.1))
+    projection = values.pop("feed_forward_proj", "relu")
+    gated, _, activation = projection.rpartition("-")
+    if gated not in ("", "gated"):
+        raise ConfigError(f"config key 'feed_forward_proj' = {projection!r} is not supported "
+                          "(expected an activation, or 'gated-' and an activation)")
+    values["gated_feed_forward"] = gated == "gated"
+    values["hidden_act"] = "gelu_new" if activation == "gelu" else activation
+    for derived in ("dense_act_fn", "is_gated_act", "initializer_factor",
+                    "decoder_start_token_id"):
+        values.pop(derived, None)
+    values.setdefault("layer_norm_eps", 1e-6)
+    values.setdefault("max_position_embeddings", 512)  # unused: T5's positions are relative
+    values.setdefault("type_vocab_size", 0)
+    return values
+
+
 def _compatible_types(model: str) -> set:
     # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
     return {"bert": {"bert"}, "roformer": {"roformer"}, "albert": {"albert"},
             "albert_unshared": {"albert"}, "electra": {"electra"},
-            "gpt2": {"gpt2"}, "nezha": {"nezha", "bert"}}.get(model, {model, "roformer"})
+            "gpt2": {"gpt2"}, "nezha": {"nezha", "bert"}, "t5": {"t5"},
+            "t5.1.1": {"t5"}, "mt5.1.1": {"mt5", "t5"}}.get(model, {model, "roformer"})
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -76,6 +76,22 @@ CHECKPOINTS: List[Checkpoint] = [
                tokenizer="Tokenizer(vocab.txt) (BERT's Chinese vocabulary; [PAD] is id 0)",
                notes="model='gpt2' implies application='lm'; decode with "
                      "AutoRegressiveDecoder"),
+    Checkpoint("CDial-GPT (Chinese dialogue GPT, bert4keras' TF format)", "gpt",
+               "https://github.com/bojone/CDial-GPT-tf", {},
+               tokenizer="Tokenizer(vocab.txt) (its BERT-style character vocabulary)",
+               notes="causal (application='lm'); segment ids tell the speakers apart"),
+    Checkpoint("GPT2-ML (Chinese GPT-2 1.5B, TF release)", "gpt2_ml",
+               "https://github.com/imcaspar/gpt2-ml", {},
+               tokenizer="Tokenizer(vocab.txt) (the release's vocabulary)",
+               notes="causal; segments are ignored (type_vocab_size=0)"),
+    Checkpoint("mt5-small (Google mT5, multilingual)", "mt5.1.1",
+               "https://huggingface.co/google/mt5-small (HF files)",
+               dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=6,
+                    vocab_size=250112),
+               tokenizer="SentencePiece (spiece.model): bert4x has no SentencePiece tokenizer "
+                         "yet, so take ids from HF's T5Tokenizer",
+               notes="application='seq2seq' (the default); AutoRegressiveDecoder decodes "
+                     "with an encoder-decoder cache"),
     Checkpoint("albert_base_zh (Google ALBERT, Chinese base)", "albert",
                "https://github.com/google-research/albert (Chinese models)",
                dict(BASE, vocab_size=21128, embedding_size=128),

@@ -82,6 +82,27 @@ def hf_gpt2(seed=0, **config):
     return model.eval()
 
 
+def hf_t5(family="t5", seed=0, **config):
+    """An HF ``T5ForConditionalGeneration`` (or ``MT5...`` for family "mt5"), T5 config names,
+    every parameter random, no dropout, and generation that starts from id 0 and runs its full
+    length."""
+    import torch
+    import transformers
+
+    config_class, model_class = {
+        "t5": (transformers.T5Config, transformers.T5ForConditionalGeneration),
+        "mt5": (transformers.MT5Config, transformers.MT5ForConditionalGeneration)}[family]
+    torch.manual_seed(seed)
+    model = model_class(config_class(dropout_rate=0.0, eos_token_id=None,
+                                     decoder_start_token_id=0, **config))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.normal_(0.0, 0.2)
+            if "layer_norm" in name:
+                parameter.add_(1.0)
+    return model.eval()
+
+
 def hf_outputs(model, token_ids, segment_ids):
     """Run an HF model on a padded batch; returns a dict of numpy arrays."""
     import torch

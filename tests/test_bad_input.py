@@ -213,9 +213,15 @@ def test_a_checkpoint_of_another_family_names_it(tmp_path, saved, loaded, family
     ("electra", dict(with_mlm=True, with_discriminator=True), "separate models"),
     ("albert", dict(num_hidden_groups=2), "'num_hidden_groups' = 2 is not supported"),
     ("albert", dict(inner_group_num=2), "'inner_group_num' = 2 is not supported"),
-    ("gpt2", dict(application="encoder"), "causal language model: application='lm'"),
+    ("gpt2", dict(application="encoder"), "application must be one of \\('lm',\\)"),
+    ("gpt2_ml", dict(type_vocab_size=2), "no segment embedding"),
     ("gpt2", dict(type_vocab_size=2), "no segment embedding"),
     ("gpt2", dict(embd_pdrop=0.2), "'embd_pdrop' \\(0.2\\) must equal 'resid_pdrop'"),
+    ("t5", dict(application="lm"), "application must be one of \\('seq2seq', 'encoder'\\)"),
+    ("t5", dict(talking_heads=True), "talking_heads is not a T5 option"),
+    ("t5", dict(feed_forward_proj="fancy-gelu"), "'feed_forward_proj' = 'fancy-gelu' is not"),
+    ("t5", dict(num_decoder_layers=0), "'num_decoder_layers' must be an integer >= 1"),
+    ("bert", dict(tie_word_embeddings=False), "tie_word_embeddings=false is a T5 option"),
 ])
 def test_heads_and_settings_a_family_lacks_are_refused(model, options, message):
     with pytest.raises((ValueError, ConfigError), match=message):

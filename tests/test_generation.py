@@ -25,6 +25,8 @@ CASES = [
     ("gau_alpha", "unilm", dict(key_size=8)),
     ("nezha", "unilm", dict(max_relative_position=3)),  # clipped well inside the sequence
     ("gpt2", "lm", dict(type_vocab_size=0)),
+    ("gpt", "lm", {}),
+    ("gpt2_ml", "lm", dict(type_vocab_size=0)),
     ("albert", "unilm", dict(embedding_size=8)),
 ]
 

@@ -194,7 +194,7 @@ def test_missing_weights_are_errors_unless_allowed(tmp_path):
 def test_hf_file_for_roformer_v2_and_missing_paths(tmp_path):
     hf_model("roformer", "model", vocab_size=60, hidden_size=32, num_hidden_layers=2,
              num_attention_heads=4, intermediate_size=40).save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="no 'roformer_v2' model"):
+    with pytest.raises(CheckpointError, match="reads no HF files for 'roformer_v2'"):
         build_transformer_model(CONFIG, tmp_path, model="roformer_v2")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         build_transformer_model(CONFIG, tmp_path / "nothing-here.ckpt")

@@ -34,16 +34,19 @@ arrays = {name: K.get_value(weight)
           for layer, names in built.variable_mapping().items() if layer in layers
           for name, weight in zip(names, layers[layer].trainable_weights)}
 write_google_checkpoint(data['directory'] + '/model.ckpt', arrays, extra_slots=False)
-inputs = [np.array(data['token_ids']), np.array(data['segment_ids'])]
+inputs = [np.array(data['token_ids'])]
+if data['segments']:
+    inputs.append(np.array(data['segment_ids']))
 result = built.model.predict(inputs).tolist()
 """
 
 
-def bert4keras_outputs(tmp_path, model, config, options, seed):
-    token_ids, segment_ids = random_batch(config["vocab_size"], [80, 9, 1, 70], seed=seed)
+def bert4keras_outputs(tmp_path, model, config, options, seed, segments=True,
+                       lengths=(80, 9, 1, 70)):
+    token_ids, segment_ids = random_batch(config["vocab_size"], lengths, seed=seed)
     outputs = run_bert4keras(REFERENCE, dict(
         directory=str(tmp_path), model=model, config=config, options=options, seed=seed,
-        token_ids=token_ids.tolist(), segment_ids=segment_ids.tolist()))
+        token_ids=token_ids.tolist(), segment_ids=segment_ids.tolist(), segments=segments))
     return (token_ids, segment_ids), np.asarray(outputs, dtype="float32")
 
 
@@ -61,4 +64,27 @@ def test_nezha_equals_bert4keras(options, ours, tmp_path):
     assert not built.load_report.missing and not built.load_report.unused
     keep = batch[0] != 0
     np.testing.assert_allclose(built.model.predict(list(batch), verbose=0)[keep], expected[keep],
+                               atol=TOLERANCE, rtol=0)
+
+
+GPT_CONFIG = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, hidden_act="gelu",
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.mark.parametrize("model, segments", [("gpt", True), ("gpt2_ml", False)])
+def test_gpt_and_gpt2_ml_equal_bert4keras(model, segments, tmp_path):
+    """bert4keras' GPT (CDial-GPT's format) and GPT2-ML: causal, tied output, their own
+    checkpoint names; bert4keras' GPT2-ML takes token ids only."""
+    # GPT2-ML's norms use 1e-5 (bert4keras fixes it; our default for the family).
+    config = GPT_CONFIG if segments else dict(GPT_CONFIG, type_vocab_size=0)
+    batch, expected = bert4keras_outputs(tmp_path, model, config, {}, seed=22,
+                                         segments=segments, lengths=(40, 9, 1, 30))
+    built = build_transformer_model(tmp_path / "config.json", tmp_path / "model.ckpt",
+                                    model=model, return_keras_model=False)
+    assert built.load_report.fmt == "google"
+    assert not built.load_report.missing and not built.load_report.unused
+    keep = batch[0] != 0
+    probabilities = built.model.predict(list(batch), verbose=0)
+    np.testing.assert_allclose(np.log(probabilities[keep]), np.log(expected[keep]),
                                atol=TOLERANCE, rtol=0)

@@ -5,7 +5,8 @@ import pytest
 
 from bert4x import build_transformer_model
 from tests.references import (
-    hf_gpt2, hf_model, hf_outputs, hf_state_as_google, random_batch, write_google_checkpoint,
+    hf_gpt2, hf_model, hf_outputs, hf_state_as_google, hf_t5, random_batch,
+    write_google_checkpoint,
 )
 
 TOLERANCE = 1e-4
@@ -26,6 +27,13 @@ ROFORMER_SMALL_EMBEDDING = dict(SHAPES["base"], embedding_size=20)
 def assert_unpadded_close(ours, reference, token_ids):
     keep = token_ids != 0
     np.testing.assert_allclose(np.asarray(ours)[keep], reference[keep], atol=TOLERANCE, rtol=0)
+
+
+def randomise(built, seed):
+    """Every weight of a bert4x model random (norms and biases too), before an export."""
+    rng = np.random.default_rng(seed)
+    for variable in built.model.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
 
 
 def save_hf(model, tmp_path):
@@ -121,10 +129,7 @@ def test_export_round_trip_through_transformers(family, config, tmp_path):
 
     built = build_transformer_model(config, model=family, with_mlm="linear",
                                     return_keras_model=False)
-    # Randomise every weight (LayerNorm and biases included) before exporting.
-    rng = np.random.default_rng(6)
-    for variable in built.model.weights:
-        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    randomise(built, seed=6)
     built.export_huggingface(tmp_path)
     token_ids, segment_ids = random_batch(config["vocab_size"], LENGTHS, seed=6)
     auto = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
@@ -220,9 +225,7 @@ def test_albert_and_electra_export_through_transformers(family, options, auto_cl
     import transformers
 
     built = build_transformer_model(ZOO_SHAPE, model=family, return_keras_model=False, **options)
-    rng = np.random.default_rng(12)
-    for variable in built.model.weights:
-        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    randomise(built, seed=12)
     built.export_huggingface(tmp_path)
     auto = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
     token_ids, segment_ids = random_batch(ZOO_SHAPE["vocab_size"], LENGTHS, seed=12)
@@ -278,9 +281,7 @@ def test_gpt2_export_round_trip_through_transformers(tmp_path):
 
     built = build_transformer_model(GPT2_SHAPE, model="gpt2", with_mlm="linear",
                                     return_keras_model=False)
-    rng = np.random.default_rng(15)
-    for variable in built.model.weights:
-        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    randomise(built, seed=15)
     built.export_huggingface(tmp_path)
     reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     token_ids, _ = random_batch(GPT2_SHAPE["vocab_size"], LENGTHS, seed=15)
@@ -289,3 +290,111 @@ def test_gpt2_export_round_trip_through_transformers(tmp_path):
                              attention_mask=torch.tensor(token_ids != 0)).logits.numpy()
     assert_unpadded_close(built.model.predict([token_ids, np.zeros_like(token_ids)], verbose=0),
                           expected, token_ids)
+
+
+# T5: the decoder one layer deeper than the encoder, few buckets and a short maximum distance
+# so that the log-spaced buckets and the clipping are both reached by 30-token sources.
+T5_SHAPE = dict(vocab_size=97, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=3,
+                num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20)
+T5_CASES = [("t5", "t5", dict(feed_forward_proj="relu")),
+            ("t5", "t5.1.1", dict(feed_forward_proj="gated-gelu")),
+            ("mt5", "mt5.1.1", {})]
+
+
+def t5_batch(seed):
+    """Sources with padding, and decoder inputs that start from id 0 (T5's start token)."""
+    sources, _ = random_batch(97, [30, 5, 1, 27], seed=seed)
+    targets, _ = random_batch(97, [9, 4, 1, 7], seed=seed + 1)
+    targets[:, 0] = 0
+    return sources, targets, np.arange(targets.shape[1])[None] < np.array([[9], [4], [1], [7]])
+
+
+def hf_seq2seq(reference, sources, targets):
+    import torch
+
+    with torch.no_grad():
+        out = reference(input_ids=torch.tensor(sources, dtype=torch.long),
+                        attention_mask=torch.tensor(sources != 0),
+                        decoder_input_ids=torch.tensor(targets, dtype=torch.long),
+                        output_hidden_states=True)
+    return out
+
+
+@pytest.mark.parametrize("family,model,options", T5_CASES, ids=[c[1] for c in T5_CASES])
+def test_t5_encoder_output_and_decoder_logits(family, model, options, tmp_path):
+    reference = hf_t5(family, seed=16, **T5_SHAPE, **options)
+    path = save_hf(reference, tmp_path)
+    sources, targets, real = t5_batch(16)
+    expected = hf_seq2seq(reference, sources, targets)
+    seq2seq = build_transformer_model(path / "config.json", path, model=model, with_mlm="linear")
+    np.testing.assert_allclose(seq2seq.predict([sources, targets], verbose=0)[real],
+                               expected.logits.numpy()[real], atol=TOLERANCE, rtol=0)
+    encoder = build_transformer_model(path / "config.json", path, model=model,
+                                      application="encoder", allow_unused=True)
+    assert_unpadded_close(encoder.predict(sources, verbose=0),
+                          expected.encoder_last_hidden_state.numpy(), sources)
+
+
+def test_t5_output_head_of_its_own(tmp_path):
+    """T5.1.1 and mT5 releases store lm_head apart from the token embedding (their configs say
+    tie_word_embeddings: false); transformers 5 ties it on load, so the file is made by hand."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    reference = hf_t5("mt5", seed=17, **T5_SHAPE)
+    path = save_hf(reference, tmp_path)
+    tensors = load_file(path / "model.safetensors")
+    head = np.random.default_rng(17).normal(0, 0.2, (97, 32)).astype("float32")
+    save_file({**tensors, "lm_head.weight": head}, path / "model.safetensors")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=False)))
+    sources, targets, real = t5_batch(17)
+    hidden = hf_seq2seq(reference, sources, targets).decoder_hidden_states[-1].numpy()
+    model = build_transformer_model(path / "config.json", path, model="mt5.1.1",
+                                    with_mlm="linear")
+    np.testing.assert_allclose(model.predict([sources, targets], verbose=0)[real],
+                               (hidden @ head.T)[real], atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("family,model", [("t5", "t5"), ("mt5", "mt5.1.1")])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_t5_greedy_and_beam_search_equal_hf_generate(family, model, use_cache, tmp_path):
+    import torch
+    from bert4x.generation import AutoRegressiveDecoder
+
+    shape = dict(T5_SHAPE, num_decoder_layers=2)  # HF's generation cache needs equal depths
+    reference = hf_t5(family, seed=18, **shape)
+    path = save_hf(reference, tmp_path)
+    decoder = AutoRegressiveDecoder(build_transformer_model(path / "config.json", path,
+                                                            model=model),
+                                    end_id=None, max_new_tokens=16, use_cache=use_cache)
+    source = [5, 8, 13, 2, 40, 41, 9, 22, 60, 3]
+    options = dict(max_new_tokens=16, do_sample=False, suppress_tokens=[0])
+    with torch.no_grad():
+        greedy = reference.generate(torch.tensor([source]), **options)[0, 1:]
+        beams = reference.generate(torch.tensor([source]), num_beams=3, num_return_sequences=3,
+                                   length_penalty=0.0, output_scores=True,
+                                   return_dict_in_generate=True, **options)
+    assert decoder.greedy(source).tokens == greedy.tolist()
+    ours = decoder.beam_search(source, beam_size=3)
+    assert [h.tokens for h in ours] == beams.sequences[:, 1:].tolist()
+    np.testing.assert_allclose([h.score for h in ours], beams.sequences_scores.numpy(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("model,auto_class", [("t5", "T5ForConditionalGeneration"),
+                                              ("mt5.1.1", "MT5ForConditionalGeneration")])
+def test_t5_export_round_trip_through_transformers(model, auto_class, tmp_path):
+    import transformers
+
+    config = dict(T5_SHAPE, tie_word_embeddings=True)
+    built = build_transformer_model(config, model=model, with_mlm="linear",
+                                    return_keras_model=False)
+    randomise(built, seed=19)
+    built.export_huggingface(tmp_path)
+    reference = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
+    sources, targets, real = t5_batch(19)
+    np.testing.assert_allclose(built.model.predict([sources, targets], verbose=0)[real],
+                               hf_seq2seq(reference, sources, targets).logits.numpy()[real],
+                               atol=TOLERANCE, rtol=0)

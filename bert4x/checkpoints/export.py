@@ -16,7 +16,7 @@ import numpy as np
 
 from bert4x.checkpoints.names import GOOGLE, HF, is_transposed, split_part, weight_names
 from bert4x.checkpoints.readers import CheckpointError
-from bert4x.config import GPT2_NAMES, RESEARCH_DEFAULTS, TransformerConfig
+from bert4x.config import GPT2_NAMES, RESEARCH_DEFAULTS, T5_FAMILIES, T5_NAMES, TransformerConfig
 from bert4x.files import atomic_path
 from bert4x.layers.rotary import rotary_frequencies
 
@@ -26,9 +26,16 @@ _HF_CLASSES = {"bert": {"model": "BertModel", "mlm": "BertForMaskedLM"},
                "albert": {"model": "AlbertModel", "mlm": "AlbertForMaskedLM"},
                "electra": {"model": "ElectraModel", "mlm": "ElectraForMaskedLM",
                            "discriminator": "ElectraForPreTraining"},
-               "gpt2": {"model": "GPT2Model", "mlm": "GPT2LMHeadModel"}}
+               "gpt2": {"model": "GPT2Model", "mlm": "GPT2LMHeadModel"},
+               "t5": {"model": "T5EncoderModel", "mlm": "T5ForConditionalGeneration"},
+               "t5.1.1": {"model": "T5EncoderModel", "mlm": "T5ForConditionalGeneration"},
+               "mt5.1.1": {"model": "MT5EncoderModel", "mlm": "MT5ForConditionalGeneration"}}
 #: Our config names -> GPT-2's, for its HF ``config.json``.
 GPT2_HF_NAMES = {ours: theirs for theirs, ours in GPT2_NAMES.items() if theirs != "n_vocab"}
+#: Config fields only T5's HF config has.
+_T5_FIELDS = ("num_decoder_layers", "relative_attention_num_buckets",
+              "relative_attention_max_distance", "gated_feed_forward", "tie_word_embeddings",
+              "scale_decoder_outputs")
 #: Families whose HF config states the embedding size (factorised embeddings).
 _HF_EMBEDDING_SIZE = ("roformer", "albert", "electra")
 
@@ -42,6 +49,8 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
                               "save it with model.save_weights")
     if model_name not in _HF_CLASSES:
         raise CheckpointError(f"HF transformers has no {model_name!r} model to export to")
+    if model_name in T5_FAMILIES:
+        return _t5_hf_config(config, model_name, head)
     natural = config.hidden_size // config.num_attention_heads
     if config.hidden_size % config.num_attention_heads or config.attention_key_size != natural \
             or config.attention_head_size != natural:
@@ -63,7 +72,7 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
     }
     for key, value in config.to_dict().items():
         if key not in ("head_size", "key_size", "embedding_size", "max_relative_position",
-                       *RESEARCH_DEFAULTS):
+                       *_T5_FIELDS, *RESEARCH_DEFAULTS):
             values[key] = value
     if model_name in _HF_EMBEDDING_SIZE:
         values["embedding_size"] = config.embedding_dim
@@ -71,6 +80,28 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
         del values["type_vocab_size"]
         values = {GPT2_HF_NAMES.get(key, key): value for key, value in values.items()}
         values["embd_pdrop"] = config.hidden_dropout_prob
+    return values
+
+
+def _t5_hf_config(config: TransformerConfig, model_name: str, head: str) -> dict:
+    """HF ``T5Config``/``MT5Config`` values for a T5-family config."""
+    activation = {"gelu_approximate": "gelu"}.get(config.activation, config.hidden_act)
+    values = {
+        "architectures": [_HF_CLASSES[model_name][head]],
+        "model_type": "mt5" if model_name == "mt5.1.1" else "t5",
+        "feed_forward_proj": f"gated-{activation}" if config.gated_feed_forward else activation,
+        "d_kv": config.attention_key_size, "is_encoder_decoder": True, "pad_token_id": 0,
+        "decoder_start_token_id": 0,
+        "num_decoder_layers": config.num_decoder_layers or config.num_hidden_layers,
+        "relative_attention_num_buckets": config.relative_attention_num_buckets,
+        "relative_attention_max_distance": config.relative_attention_max_distance,
+        "tie_word_embeddings": config.tie_word_embeddings,
+    }
+    if config.scale_decoder_outputs is not None:
+        values["scale_decoder_outputs"] = config.scale_decoder_outputs
+    for theirs, ours in T5_NAMES.items():
+        values[theirs] = getattr(config, ours)
+    values["vocab_size"] = config.vocab_size
     return values
 
 

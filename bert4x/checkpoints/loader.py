@@ -24,10 +24,11 @@ from bert4x.checkpoints.readers import Checkpoint, CheckpointError, open_checkpo
 FAMILY_NAMES = {"bert": "BERT", "roformer": "RoFormer", "roformer_v2": "RoFormer-V2",
                 "gau_alpha": "GAU-α", "flash": "FLASH", "albert": "ALBERT",
                 "albert_unshared": "ALBERT", "electra": "ELECTRA", "gpt2": "GPT-2",
-                "nezha": "NEZHA"}
+                "nezha": "NEZHA", "gpt": "GPT", "gpt2_ml": "GPT2-ML", "t5": "T5", "t5.1.1": "T5.1.1", "mt5.1.1": "mT5"}
 #: Families stored under another's names: FLASH units are saved as GAU-α's, and an unshared
 #: ALBERT reads ALBERT's one block into each of its layers.
-_SAME_FILES = {"flash": "gau_alpha", "albert_unshared": "albert"}
+_SAME_FILES = {"flash": "gau_alpha", "albert_unshared": "albert", "t5.1.1": "t5",
+               "mt5.1.1": "t5"}
 
 #: Weights indexed by vocabulary id, sliced by ``keep_tokens``.
 _VOCAB_INDEXED = ("Embedding-Token/embeddings", "MLM-Bias/bias")
@@ -65,6 +66,10 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
             return "gau_alpha"
         if any(n.startswith("electra/") for n in names):
             return "electra"
+        if any(n.startswith("gpt/") for n in names):
+            return "gpt"
+        if any(n.startswith("newslm/") for n in names):
+            return "gpt2_ml"
         if any(n.startswith("bert/encoder/transformer/group_0/") for n in names):
             return "albert"
         if "bert/embeddings/position_embeddings" in names:
@@ -78,6 +83,8 @@ def guess_architecture(checkpoint: Checkpoint) -> Optional[str]:
         return "albert"
     if any(re.search(r"(^|\.)h\.0\.attn\.c_attn\.", n) for n in names):
         return "gpt2"
+    if any(n.startswith("encoder.block.0.layer.0.SelfAttention.") for n in names):
+        return "t5"
     prefixes = {n.split(".", 1)[0] for n in names}
     for family in ("bert", "roformer", "electra"):
         if family in prefixes:
@@ -93,11 +100,11 @@ def _hf_aliases(names: Sequence[str], prefix: Optional[str], top_level: re.Patte
     """Canonical HF name -> stored name: adds a missing family prefix (to names that are not
     ``top_level`` heads) and renames legacy ``LayerNorm.gamma/beta`` to ``weight/bias``."""
     aliases = {}
-    has_prefix = prefix is not None and any(n.startswith(prefix + ".") for n in names)
+    has_prefix = bool(prefix) and any(n.startswith(prefix + ".") for n in names)
     for name in names:
         canonical = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
         canonical = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", canonical)
-        if prefix is not None and not has_prefix and not top_level.match(canonical):
+        if prefix and not has_prefix and not top_level.match(canonical):
             canonical = f"{prefix}.{canonical}"
         aliases[canonical] = name
     return aliases
@@ -120,8 +127,8 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
     checkpoint = open_checkpoint(checkpoint_path)
     if checkpoint.fmt == HF and hf_prefix is None:
         raise CheckpointError(
-            f"{checkpoint.path}: HF transformers has no {model_name!r} model, so HF files cannot "
-            f"hold one; load its Google TF checkpoint instead")
+            f"{checkpoint.path}: bert4x reads no HF files for {model_name!r}; load its "
+            "Google-format TF checkpoint instead")
     variables = {variable.path.removeprefix(layer_prefix): variable
                  for variable in (model.weights if variables is None else variables)}
     layout = layout_of(model_name)

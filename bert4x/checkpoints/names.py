@@ -176,6 +176,68 @@ _GPT2_ROWS = [
 ]
 
 
+# T5 / mT5 (HF T5ForConditionalGeneration, MT5..., T5EncoderModel; HF names only): no biases,
+# RMS norms with a scale only, a relative bias in each stack's first layer. "{gated}" is "_0"
+# in a gated feed-forward (whose gate is wi_1) and empty otherwise.
+_T5_ATTENTION = [("query", "q"), ("key", "k"), ("value", "v"), ("output", "o")]
+_T5_ROWS = [
+    ("Embedding-Token/embeddings", None, "shared.weight"),
+    ("Encoder-Embedding-Relative-Position/embeddings", None,
+     "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+    ("Decoder-Embedding-Relative-Position/embeddings", None,
+     "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+    ("Encoder-Output-Norm/gamma", None, "encoder.final_layer_norm.weight"),
+    ("Decoder-Output-Norm/gamma", None, "decoder.final_layer_norm.weight"),
+    ("Decoder-Output-LM/kernel", None, "lm_head.weight"),
+] + [
+    (f"{stack}-Transformer-{{i}}-{part}/{ours}/kernel", None,
+     f"{stack.lower()}.block.{{i}}.layer.{layer}.{module}.{theirs}.weight")
+    for stack, part, layer, module in [
+        ("Encoder", "MultiHeadSelfAttention", 0, "SelfAttention"),
+        ("Decoder", "MultiHeadSelfAttention", 0, "SelfAttention"),
+        ("Decoder", "MultiHeadCrossAttention", 1, "EncDecAttention")]
+    for ours, theirs in _T5_ATTENTION
+] + [
+    (f"{stack}-Transformer-{{i}}-{part}-Norm/gamma", None,
+     f"{stack.lower()}.block.{{i}}.layer.{layer}.layer_norm.weight")
+    for stack, part, layer in [
+        ("Encoder", "MultiHeadSelfAttention", 0), ("Encoder", "FeedForward", 1),
+        ("Decoder", "MultiHeadSelfAttention", 0), ("Decoder", "MultiHeadCrossAttention", 1),
+        ("Decoder", "FeedForward", 2)]
+] + [
+    (f"{stack}-Transformer-{{i}}-FeedForward/{ours}/kernel", None,
+     f"{stack.lower()}.block.{{i}}.layer.{layer}.DenseReluDense.{theirs}.weight")
+    for stack, layer in [("Encoder", 1), ("Decoder", 2)]
+    for ours, theirs in [("intermediate", "wi{gated}"), ("gate", "wi_1"), ("output", "wo")]
+]
+
+
+# GPT as bert4keras stores it (CDial-GPT): BERT's names under "gpt/", "transformer" for
+# "encoder"; no pooler, no MLM transform.
+_GPT_ROWS = _renamed(_BERT_MODEL_ROWS + _BERT_BLOCK_ROWS,
+                     google=[("bert/encoder/", "gpt/transformer/"), ("bert/", "gpt/")],
+                     drop=("Pooler/", "MLM-"))
+# GPT2-ML (imcaspar/gpt2-ml): its own names under "newslm/", layers numbered with two digits.
+_GPT2_ML_ROWS = [
+    ("Embedding-Token/embeddings", "newslm/embeddings/word_embed", None),
+    ("Embedding-Position/embeddings", "newslm/embeddings/pos_embed", None),
+    ("Embedding-Norm/gamma", "newslm/embeddings/LayerNorm_embed_norm/gamma", None),
+    ("Embedding-Norm/beta", "newslm/embeddings/LayerNorm_embed_norm/beta", None),
+] + [
+    (f"Transformer-{{i}}-{ours}/{var}", f"newslm/layer{{i:0>2}}/{theirs}/{var}", None)
+    for ours, theirs, variables in [
+        ("MultiHeadSelfAttention/query", "query_layer", ("kernel", "bias")),
+        ("MultiHeadSelfAttention/key", "key_layer", ("kernel", "bias")),
+        ("MultiHeadSelfAttention/value", "value_layer", ("kernel", "bias")),
+        ("MultiHeadSelfAttention/output", "context_projection_layer", ("kernel", "bias")),
+        ("FeedForward-Norm-0", "LayerNorm_mlp_ln0", ("gamma", "beta")),
+        ("FeedForward/intermediate", "intermediate", ("kernel", "bias")),
+        ("FeedForward/output", "output", ("kernel", "bias")),
+        ("FeedForward-Norm-1", "LayerNorm_mlp_ln1", ("gamma", "beta")),
+    ] for var in variables
+]
+
+
 def split_part(name: str):
     """``(stored name, k, n)`` for a name of part k of n (``"...#k/n"``); ``(name, None,
     None)`` for a whole tensor."""
@@ -223,8 +285,14 @@ _ALBERT = Layout(_ALBERT_ROWS, google_heads=r"^(bert/pooler/|cls/)",
 _GPT2 = Layout(_GPT2_ROWS, google_heads=r"^$", hf_heads="lm_head", hf_tied=r"^lm_head\.weight$",
                hf_transposed=False)
 
+_GPT = Layout(_GPT_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
+_GPT2_ML = Layout(_GPT2_ML_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
+_T5 = Layout(_T5_ROWS, google_heads=r"^$", hf_heads="lm_head",
+             hf_tied=r"^(encoder|decoder)\.embed_tokens\.weight$")
+
 #: Which layout each family's checkpoints use.
-LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA, "gpt2": _GPT2}
+LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA, "gpt2": _GPT2,
+           "t5": _T5, "t5.1.1": _T5, "mt5.1.1": _T5, "gpt": _GPT, "gpt2_ml": _GPT2_ML}
 
 
 def layout_of(model_name: str) -> Layout:
@@ -244,6 +312,8 @@ def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None
     if fmt not in (GOOGLE, HF):
         raise ValueError(f"unknown checkpoint format {fmt!r}")
     column = 1 if fmt == GOOGLE else 2
+    paths = list(paths)
+    gated = "_0" if any("FeedForward/gate/" in path for path in paths) else ""
     table, templates = {}, {}
     for row in layout_of(model_name).rows:
         if "{i}" in row[0] or "{block}" in row[0]:
@@ -265,5 +335,5 @@ def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None
         if template is None or (fmt == HF and hf_prefix is None):
             names[path] = None
         else:
-            names[path] = template.format(i=index, p=hf_prefix)
+            names[path] = template.format(i=index, p=hf_prefix, gated=gated)
     return names

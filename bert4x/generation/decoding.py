@@ -26,7 +26,9 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from bert4x.generation.runners import CachedRunner, FullRunner, compile_function
+from bert4x.generation.runners import (
+    CachedRunner, EncoderDecoderFullRunner, EncoderDecoderRunner, FullRunner, compile_function,
+)
 
 NEG_INF = -np.inf
 
@@ -246,7 +248,11 @@ class AutoRegressiveDecoder(SearchAlgorithms):
 
 
 def model_runner(model, use_cache: bool = True):
-    """The runner for a bert4x ``lm``/``unilm`` model: cached, or re-reading every step."""
+    """The runner for a bert4x ``lm``/``unilm`` model, or an encoder-decoder (T5, whose
+    prefix is the source): cached, or re-reading every step."""
+    builder = getattr(model, "_bert4x_builder", None)
+    if builder is not None and hasattr(builder, "cross_cache"):
+        return _encoder_decoder_runner(model, builder, use_cache)
     application = _application(model)
     new_segment_id = 1 if application == "unilm" else 0
     if not use_cache:
@@ -263,6 +269,19 @@ def model_runner(model, use_cache: bool = True):
     return CachedRunner(compile_function(step), builder.cache_shapes(),
                         builder.config.num_hidden_layers, causal_prefix=application == "lm",
                         new_segment_id=new_segment_id)
+
+
+def _encoder_decoder_runner(model, builder, use_cache: bool):
+    builder.check_decodable()
+    if not use_cache:
+        logits_model = _logits_model(model)
+        return EncoderDecoderFullRunner(
+            compile_function(lambda inputs: logits_model(inputs, training=False)),
+            builder.decoder_start_id)
+    encode = compile_function(lambda source: builder.cross_cache(model, source))
+    step = lambda inputs: builder.decode_step(model, *inputs)  # noqa: E731
+    return EncoderDecoderRunner(encode, compile_function(step), builder.cache_shapes(),
+                                builder.decoder_layers, builder.decoder_start_id)
 
 
 def _top_indices(values: np.ndarray, count: int) -> np.ndarray:

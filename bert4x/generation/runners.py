@@ -94,6 +94,10 @@ class CachedRunner:
         self.keys = self.values = self.last_logits = None
         self.length = self.max_len = 0
 
+    def extra_inputs(self) -> tuple:
+        """What the step function takes after the cache index (an encoder's output, say)."""
+        return ()
+
     def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
         length = len(prefix)
         self.max_len = length + max_new_tokens
@@ -126,6 +130,46 @@ class CachedRunner:
     def _step(self, tokens, segments, positions, allowed, index):
         logits, self.keys, self.values = self.step_function([
             tokens.astype("int32"), segments, positions.astype("int32"), allowed,
-            self.keys, self.values, np.asarray(index, "int32")])
+            self.keys, self.values, np.asarray(index, "int32"), *self.extra_inputs()])
         self.last_logits = logits[:, -1]  # for callers that want the model's raw output
         return log_softmax(self.last_logits)
+
+
+class EncoderDecoderRunner(CachedRunner):
+    """T5-style decoding: ``start(source)`` runs the encoder once and computes every decoder
+    layer's cross-attention keys and values from it (``encode_function``); the decoder then
+    starts from ``start_id`` with its own self-attention cache. Rows (beams) share the source's
+    keys by broadcasting, so they are never copied per row."""
+
+    def __init__(self, encode_function, step_function, cache_shapes, layers: int,
+                 start_id: int):
+        super().__init__(step_function, cache_shapes, layers, causal_prefix=True,
+                         new_segment_id=0)
+        self.encode_function = encode_function
+        self.start_id = start_id
+        self.source = ()
+
+    def extra_inputs(self) -> tuple:
+        return self.source
+
+    def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        self.source = tuple(self.encode_function(prefix[None].astype("int32")))
+        return super().start(np.asarray([self.start_id]), max_new_tokens)
+
+
+class EncoderDecoderFullRunner(FullRunner):
+    """The uncached reference for :class:`EncoderDecoderRunner`: every step re-runs the whole
+    model on the source and each row's decoder tokens."""
+
+    def __init__(self, logits_function, start_id: int):
+        super().__init__(logits_function, new_segment_id=0)
+        self.start_id = start_id
+        self.source = None
+
+    def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        self.source = prefix[None].astype("int32")
+        return super().start(np.asarray([self.start_id]), max_new_tokens)
+
+    def _last_log_probs(self):
+        sources = np.repeat(self.source, len(self.tokens), axis=0)
+        return log_softmax(self.logits_function([sources, self.tokens])[:, -1])

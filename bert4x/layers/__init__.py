@@ -3,7 +3,7 @@
 from bert4x.layers import activations  # noqa: F401  (registers gelu_approximate)
 from bert4x.layers.attention import MultiHeadAttention
 from bert4x.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
-from bert4x.layers.embeddings import (EmbeddingSum, PositionEmbedding,
+from bert4x.layers.embeddings import (EmbeddingSum, PositionEmbedding, RelativePositionBias,
                                      RelativePositionEmbedding, TokenEmbedding)
 from bert4x.layers.feed_forward import FeedForward
 from bert4x.layers.gau import GatedAttentionUnit, ScaleOffset
@@ -22,7 +22,7 @@ __all__ = [
     "EfficientGlobalPointer", "EmbeddingSum", "FeedForward", "GatedAttentionUnit",
     "GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalPointer", "LayerNormalization", "Loss",
     "MaximumEntropyMarkovModel", "MultiHeadAttention", "Pooler", "PositionEmbedding",
-    "RelativePositionEmbedding",
+    "RelativePositionBias", "RelativePositionEmbedding",
     "ScaleOffset", "TokenEmbedding", "apply_rotary", "apply_rotary_2d",
     "multilabel_crossentropy", "rotary_angles", "rotate_pairs", "sparse_multilabel_crossentropy",
 ]

@@ -31,7 +31,8 @@ def write_cache(cache, new, index):
 #: Logit given to masked positions: exp() of it underflows to exactly 0 in float32.
 MASKED_LOGIT = -1e9
 ROPES = (None, "1d", "2d")
-SCALES = ("sqrt", "entropy_invariant")
+#: "none" leaves logits unscaled: T5 folds the 1/√d into its initialisation.
+SCALES = ("sqrt", "entropy_invariant", "none")
 #: Training length the entropy-invariant scale is anchored to, and its floor on the key count.
 ENTROPY_BASE_LENGTH = 512
 ENTROPY_MIN_KEYS = 16
@@ -55,6 +56,9 @@ class MultiHeadAttention(keras.layers.Layer):
     ``relative_positions`` ([q, k, key_size], NEZHA's :class:`RelativePositionEmbedding`) adds
     ``q·r_ij`` to each logit before scaling and ``Σ_j p_ij r_ij`` to each head's output, as in
     Shaw et al. (2018); it needs ``head_size == key_size``.
+
+    Cross-attention over a fixed source: ``key_value=project_key_value(source)``, computed once,
+    replaces the key and value projections at every call.
 
     Incremental decoding: ``cache=(keys, values)`` of shapes [batch, max_len, heads, key_size]
     and [batch, max_len, heads, head_size], ``cache_index`` (scalar: where the new tokens go) and,
@@ -129,6 +133,8 @@ class MultiHeadAttention(keras.layers.Layer):
         return apply_rotary_2d(x, positions)
 
     def _scale(self, logits, attention_mask):
+        if self.attention_scale == "none":
+            return logits
         scale = self.key_size ** -0.5
         if self.attention_scale == "sqrt":
             return logits * scale
@@ -142,18 +148,25 @@ class MultiHeadAttention(keras.layers.Layer):
         # [b, h, q, k] -> [b, g, q, k]: out[g] = sum_h x[h] * mixing[h, g]
         return ops.einsum("bhqk,hg->bgqk", x, ops.cast(mixing, x.dtype))
 
+    def project_key_value(self, key, value=None):
+        """Keys [batch, n, heads, key_size] and values [batch, n, heads, head_size] of a source,
+        as :meth:`call` computes them (no RoPE: for cross-attention)."""
+        value = key if value is None else value
+        return (self._split_heads(self.key_dense(key), self.key_size),
+                self._split_heads(self.value_dense(value), self.head_size))
+
     def call(self, query, key=None, value=None, attention_mask=None, attention_bias=None,
-             positions=None, previous_scores=None, relative_positions=None, cache=None,
-             cache_index=None, training=None):
+             positions=None, previous_scores=None, relative_positions=None, key_value=None,
+             cache=None, cache_index=None, training=None):
         if relative_positions is not None and self.head_size != self.key_size:
             raise ValueError(f"{self.name}: relative positions are added to keys and values "
                              f"alike, so head_size ({self.head_size}) must equal key_size "
                              f"({self.key_size})")
-        key = query if key is None else key
-        value = key if value is None else value
         q = self._split_heads(self.query_dense(query), self.key_size)
-        k = self._split_heads(self.key_dense(key), self.key_size)
-        v = self._split_heads(self.value_dense(value), self.head_size)
+        if key_value is None:
+            k, v = self.project_key_value(query if key is None else key, value)
+        else:
+            k, v = key_value
         if self.rope is not None:
             q, k = self._rotate(q, positions), self._rotate(k, positions)
         if cache is not None:

@@ -1,6 +1,7 @@
 """Token embeddings, learned absolute positions and NEZHA's functional relative positions."""
 
 import functools
+import math
 
 import keras
 import numpy as np
@@ -78,6 +79,18 @@ class PositionEmbedding(keras.layers.Layer):
         }
 
 
+def relative_distances(inputs, positions=None, key_length=None):
+    """``key position - query position`` [q, k] for the tokens of ``inputs`` [batch, n, ...];
+    in a decoding step, for the new tokens at ``positions`` ([n], or [batch, n] the same in
+    every row) against ``key_length`` cache slots."""
+    if positions is None:
+        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
+    elif len(positions.shape) == 2:
+        positions = positions[0]
+    key_length = ops.shape(inputs)[1] if key_length is None else key_length
+    return ops.arange(key_length, dtype="int32")[None, :] - ops.cast(positions, "int32")[:, None]
+
+
 @keras.saving.register_keras_serializable(package="bert4x")
 class RelativePositionEmbedding(keras.layers.Layer):
     """NEZHA's functional relative positions (Shaw et al. 2018 with a fixed table): for query
@@ -101,13 +114,7 @@ class RelativePositionEmbedding(keras.layers.Layer):
             2 * max_distance + 1, output_dim).astype("float32")
 
     def call(self, inputs, positions=None, key_length=None):
-        if positions is None:
-            positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
-        elif len(positions.shape) == 2:
-            positions = positions[0]
-        key_length = ops.shape(inputs)[1] if key_length is None else key_length
-        distance = (ops.arange(key_length, dtype="int32")[None, :]
-                    - ops.cast(positions, "int32")[:, None])
+        distance = relative_distances(inputs, positions, key_length)
         rows = ops.clip(distance, -self.max_distance, self.max_distance) + self.max_distance
         return ops.cast(ops.take(ops.convert_to_tensor(self.table), rows, axis=0),
                         self.compute_dtype)
@@ -118,6 +125,64 @@ class RelativePositionEmbedding(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "max_distance": self.max_distance,
                 "output_dim": self.output_dim}
+
+
+@keras.saving.register_keras_serializable(package="bert4x")
+class RelativePositionBias(keras.layers.Layer):
+    """T5's learned relative attention bias: one scalar per head for each bucket of the
+    distance ``key - query``. Distances below half the buckets (of each direction, when
+    ``bidirectional``) get a bucket each; longer ones share log-spaced buckets up to
+    ``max_distance``, beyond which all share the last. A decoder's buckets
+    (``bidirectional=False``) only count keys before the query.
+
+    ``call(inputs)`` gives the bias [1, heads, n, n] for n tokens; in a decoding step
+    ``positions`` and ``key_length`` give the new queries against every cache slot (as
+    :class:`RelativePositionEmbedding`), and for cross-attention ``key_length`` alone sets the
+    keys' count.
+    """
+
+    def __init__(self, heads, num_buckets=32, max_distance=128, bidirectional=True,
+                 embeddings_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.num_buckets, self.heads),
+                                          initializer=self.embeddings_initializer)
+
+    def bucket(self, distance):
+        """Bucket ids for integer ``distance`` = key position - query position."""
+        buckets = self.num_buckets
+        offset = 0
+        if self.bidirectional:
+            buckets //= 2
+            offset = ops.cast(distance > 0, "int32") * buckets
+            distance = ops.abs(distance)
+        else:
+            distance = ops.maximum(-distance, 0)
+        exact = buckets // 2
+        far = ops.log(ops.cast(ops.maximum(distance, 1), "float32") / exact) / math.log(
+            self.max_distance / exact) * (buckets - exact)
+        far = ops.minimum(exact + ops.cast(far, "int32"), buckets - 1)
+        return offset + ops.where(distance < exact, distance, far)
+
+    def call(self, inputs, positions=None, key_length=None):
+        distance = relative_distances(inputs, positions, key_length)
+        bias = ops.take(self.embeddings, self.bucket(distance), axis=0)  # [q, k, heads]
+        return ops.transpose(bias, (2, 0, 1))[None]
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "num_buckets": self.num_buckets,
+                "max_distance": self.max_distance, "bidirectional": self.bidirectional,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer)}
 
 
 @keras.saving.register_keras_serializable(package="bert4x")

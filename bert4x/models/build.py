@@ -10,7 +10,7 @@ import keras
 from bert4x.checkpoints import (
     LoadReport, export_huggingface, load_checkpoint, save_google_checkpoint,
 )
-from bert4x.config import ConfigError, TransformerConfig
+from bert4x.config import ConfigError, TransformerConfig, with_our_names
 from bert4x.models.transformer import MODELS, Transformer
 
 
@@ -154,7 +154,7 @@ def build_transformer_model(
     if application is None:
         application = MODELS[model].default_application
     if with_mlm is None:
-        with_mlm = application in ("lm", "unilm")
+        with_mlm = application in ("lm", "unilm", "seq2seq")
     if keep_tokens is not None or compound_tokens:
         base = (len(keep_tokens) if keep_tokens is not None
                 else _read_config(config_path, model, dict(overrides)).vocab_size)
@@ -188,15 +188,7 @@ def _our_config_names(overrides: dict) -> dict:
                           "segment input) is not supported by bert4x; bert4x models always "
                           "take [token_ids, segment_ids]: keep the segment embedding and feed "
                           "zeros")
-    ours = dict(overrides)
-    for theirs, name in RENAMED_KEYWORDS.items():
-        if theirs in ours:
-            value = ours.pop(theirs)
-            if name in ours and ours[name] != value:
-                raise ConfigError(f"build_transformer_model: {theirs}={value!r} and "
-                                  f"{name}={ours[name]!r} name the same setting; give one")
-            ours[name] = value
-    return ours
+    return with_our_names(overrides, RENAMED_KEYWORDS, "build_transformer_model:")
 
 
 def _read_config(config_path, model: str, overrides: dict) -> TransformerConfig:

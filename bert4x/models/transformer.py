@@ -20,7 +20,7 @@ from bert4x.layers import activations
 from bert4x.layers import (
     APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit,
     LayerNormalization, MultiHeadAttention, Pooler, PositionEmbedding,
-    RelativePositionEmbedding, TokenEmbedding,
+    RelativePositionBias, RelativePositionEmbedding, TokenEmbedding,
 )
 
 
@@ -54,8 +54,12 @@ class Transformer:
     """
 
     model_name = "bert"
-    #: The ``application`` build_transformer_model gives the family when none is asked for.
+    #: The ``application`` build_transformer_model gives the family when none is asked for,
+    #: and those the family can build.
     default_application = "encoder"
+    applications = APPLICATIONS
+    #: Whether the output head may be a layer of its own (``tie_word_embeddings=false``).
+    unties_output = False
     #: HF transformers' prefix for this family (``bert.encoder...``); None when HF has no model.
     hf_prefix = "bert"
     supports_pool = True
@@ -70,8 +74,12 @@ class Transformer:
                  with_mlm=False, name=None, padding_mask=True, norm_condition=None,
                  condition_hidden_units=None, condition_hidden_activation="linear",
                  extra_inputs=(), prefix=""):
-        if application not in APPLICATIONS:
-            raise ValueError(f"application must be one of {APPLICATIONS}, got {application!r}")
+        if application not in self.applications:
+            raise ValueError(f"model={self.model_name!r}: application must be one of "
+                             f"{self.applications}, got {application!r}")
+        if not config.tie_word_embeddings and not self.unties_output:
+            raise ValueError(f"model={self.model_name!r} ties its output to the token "
+                             "embedding; tie_word_embeddings=false is a T5 option")
         if with_pool and not self.supports_pool:
             raise ValueError(f"model={self.model_name!r} has no pooler; use with_pool=False")
         if application != "encoder" and not with_mlm:
@@ -295,6 +303,11 @@ class Transformer:
         return self.make(FeedForward, self.block_name(index, "FeedForward"),
                          units=cfg.intermediate_size, activation=cfg.activation,
                          use_bias=self.use_bias, kernel_initializer=self.initializer)(x)
+
+    def pre_norm(self, x, name, sublayer):
+        """Pre-norm residual: ``x + Dropout(sublayer(Norm(x)))``, layers named after ``name``."""
+        y = self.dropout(sublayer(self.norm(x, f"{name}-Norm")), f"{name}-Dropout")
+        return self.make(keras.layers.Add, f"{name}-Add")([x, y])
 
     def residual(self, x, y, name):
         y = self.dropout(y, f"{name}-Dropout")
@@ -532,7 +545,33 @@ class Electra(Transformer):
         return [self.dense(x, 1, "Discriminator-Prediction", activation=activation)]
 
 
-class GPT2(Transformer):
+class GPT(Transformer):
+    """OpenAI's GPT as bert4keras builds it (the format of CDial-GPT's TF release): BERT's
+    post-norm blocks under a causal mask, token + segment + position embeddings with no norm,
+    and the token embedding as output projection (no transform, no bias). Causal only."""
+
+    model_name = "gpt"
+    hf_prefix = None
+    supports_pool = False
+    default_application = "lm"
+    applications = ("lm",)
+    has_segments = True
+
+    def __init__(self, config: TransformerConfig, **kwargs):
+        if config.type_vocab_size and not self.has_segments:
+            raise ValueError(f"model={self.model_name!r} has no segment embedding; set "
+                             "type_vocab_size=0")
+        super().__init__(config, **kwargs)
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
+        return self.map_embeddings(self.dropout(x, "Embedding-Dropout"))
+
+    def apply_mlm(self, x):
+        return self.mlm_activation(self.token_embedding(x, reverse=True))
+
+
+class GPT2(GPT):
     """GPT-2: a causal language model with learned positions, pre-norm blocks
     (``x + Attention(Norm(x))``, ``x + FFN(Norm(x))``), a final norm (``Output-Norm``) and the
     token embedding as its output projection, without bias.
@@ -545,35 +584,238 @@ class GPT2(Transformer):
 
     model_name = "gpt2"
     hf_prefix = "transformer"
-    supports_pool = False
-    default_application = "lm"
-
-    def __init__(self, config: TransformerConfig, application="lm", **kwargs):
-        if application != "lm":
-            raise ValueError(f"model='gpt2' is a causal language model: application='lm', "
-                             f"not {application!r}")
-        if config.type_vocab_size:
-            raise ValueError("model='gpt2' has no segment embedding; set type_vocab_size=0")
-        super().__init__(config, application=application, **kwargs)
-
-    def apply_embeddings(self, token_ids, segment_ids):
-        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
-        return self.dropout(x, "Embedding-Dropout")
+    has_segments = False
 
     def apply_layers(self, x, mask):
         return self.norm(super().apply_layers(x, mask), "Output-Norm")
 
     def apply_layer(self, x, mask, index):
         """Pre-norm block: x = x + Attention(Norm(x)); x = x + FFN(Norm(x))."""
-        for part, sublayer in (("MultiHeadSelfAttention", lambda y: self.self_attention(y, mask, index)),
-                               ("FeedForward", lambda y: self.feed_forward(y, index))):
-            name = self.block_name(index, part)
-            y = self.dropout(sublayer(self.norm(x, f"{name}-Norm")), f"{name}-Dropout")
-            x = self.make(keras.layers.Add, f"{name}-Add")([x, y])
-        return x
+        x = self.pre_norm(x, self.block_name(index, "MultiHeadSelfAttention"),
+                          lambda y: self.self_attention(y, mask, index))
+        return self.pre_norm(x, self.block_name(index, "FeedForward"),
+                             lambda y: self.feed_forward(y, index))
+
+
+class GPT2ML(GPT):
+    """GPT2-ML (imcaspar/gpt2-ml, the 1.5B Chinese model), which bert4keras notes is closer to
+    GPT than to GPT-2: token + position embeddings then a norm; in each block the attention is
+    added with no norm around it, and the feed-forward has a norm before and after
+    (``FeedForward-Norm-0``/``-1``). No segments, no final norm."""
+
+    model_name = "gpt2_ml"
+    has_segments = False
+
+    def apply_embeddings(self, token_ids, segment_ids):
+        x = self.add_positions(self.embed_tokens(token_ids, segment_ids))
+        x = self.norm(x, "Embedding-Norm")
+        return self.map_embeddings(self.dropout(x, "Embedding-Dropout"))
+
+    def apply_layer(self, x, mask, index):
+        attention = self.block_name(index, "MultiHeadSelfAttention")
+        y = self.dropout(self.self_attention(x, mask, index), f"{attention}-Dropout")
+        x = self.make(keras.layers.Add, f"{attention}-Add")([x, y])
+        feed_forward = self.block_name(index, "FeedForward")
+        y = self.feed_forward(self.norm(x, f"{feed_forward}-Norm-0"), index)
+        x = self.make(keras.layers.Add, f"{feed_forward}-Add")(
+            [x, self.dropout(y, f"{feed_forward}-Dropout")])
+        return self.norm(x, f"{feed_forward}-Norm-1")
+
+
+class T5(Transformer):
+    """T5 (``t5``: T5.1.0; ``t5.1.1`` and ``mt5.1.1``: the gated-GELU, untied-head versions
+    their configs describe): an encoder and a decoder of pre-norm blocks with RMS norms (scale
+    only), no biases, unscaled attention logits plus a learned relative bias per head (computed
+    in each stack's first layer and shared by its others), and cross-attention from the
+    decoder to the encoder. One token embedding serves both stacks.
+
+    ``application="seq2seq"`` (the default) takes ``[encoder_token_ids, decoder_token_ids]``
+    and outputs the decoder's token probabilities (``with_mlm="linear"``: logits);
+    ``application="encoder"`` is the encoder alone (HF's ``T5EncoderModel``). Layer names follow
+    bert4keras' T5 (``Encoder-Transformer-0-MultiHeadSelfAttention``,
+    ``Decoder-Transformer-0-MultiHeadCrossAttention``, ``Decoder-Output-LM``). Token id 0 is
+    padding in the encoder; the decoder starts from id 0, so its mask is causal only.
+    """
+
+    model_name = "t5"
+    hf_prefix = ""  # HF's T5 names carry no family prefix: ``encoder.block.0...``
+    supports_pool = False
+    use_bias = False
+    default_attention_scale = "none"
+    default_application = "seq2seq"
+    applications = ("seq2seq", "encoder")
+    unties_output = True
+    #: The decoder's first input: T5 starts from its padding id.
+    decoder_start_id = 0
+
+    def __init__(self, config: TransformerConfig, application="seq2seq", **kwargs):
+        for option in ("talking_heads", "residual_attention_scores"):
+            if getattr(config, option):
+                raise ValueError(f"{option} is not a T5 option")
+        if config.rope not in ("auto", None) or config.embedding_dim != config.hidden_size:
+            raise ValueError("T5's positions are its relative bias and its embeddings have the "
+                             "hidden size: rope and embedding_size are not T5 options")
+        super().__init__(config, application=application, **kwargs)
+        if self.norm_condition is not None:
+            raise ValueError("conditional norms are not a T5 option")
+        self.stack = "Encoder"
+
+    def block_name(self, index, part):
+        return f"{self.stack}-Transformer-{index}-{part}"
+
+    def norm(self, x, name):
+        return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps,
+                         center=False, zero_mean=False)(x)
+
+    def feed_forward(self, x, index):
+        cfg = self.config
+        return self.make(FeedForward, self.block_name(index, "FeedForward"),
+                         units=cfg.intermediate_size, activation=cfg.activation,
+                         use_bias=False, gated=cfg.gated_feed_forward,
+                         kernel_initializer=self.initializer)(x)
+
+    def attention(self, part, index):
+        cfg = self.config
+        return self.make(MultiHeadAttention, self.block_name(index, part),
+                         heads=cfg.num_attention_heads, head_size=cfg.attention_head_size,
+                         key_size=cfg.attention_key_size, out_dim=cfg.hidden_size,
+                         use_bias=False, attention_dropout=cfg.attention_probs_dropout_prob,
+                         attention_scale=self.attention_scale,
+                         kernel_initializer=self.initializer)
+
+    def relative_bias(self, bidirectional):
+        cfg = self.config
+        return self.make(RelativePositionBias, f"{self.stack}-Embedding-Relative-Position",
+                         heads=cfg.num_attention_heads,
+                         num_buckets=cfg.relative_attention_num_buckets,
+                         max_distance=cfg.relative_attention_max_distance,
+                         bidirectional=bidirectional, embeddings_initializer=self.initializer)
+
+    def build(self) -> keras.Model:
+        self._reset()
+        cfg = self.config
+        encoder_ids = keras.Input(shape=(None,), dtype="int32",
+                                  name=self.prefix + "Encoder-Input-Token")
+        encoder_mask = self.make(AttentionMask, "Encoder-Attention-Mask", application="encoder")(
+            [encoder_ids, encoder_ids])
+        encoded = self.encoder_outputs = self.apply_encoder(encoder_ids, encoder_mask)
+        if self.application == "encoder":
+            return keras.Model(encoder_ids, encoded, name=self.name)
+        decoder_ids = keras.Input(shape=(None,), dtype="int32",
+                                  name=self.prefix + "Decoder-Input-Token")
+        decoder_mask = self.make(AttentionMask, "Decoder-Attention-Mask", application="lm",
+                                 padding=False)([decoder_ids, decoder_ids])
+        x = self.apply_decoder(decoder_ids, decoder_mask, encoded, encoder_mask)
+        return keras.Model([encoder_ids, decoder_ids], self.apply_mlm(x), name=self.name)
+
+    def embed(self, token_ids):
+        """The token embedding both stacks share (and the tied output reuses)."""
+        cfg = self.config
+        if self.token_embedding is None:
+            self.token_embedding = self.make(
+                TokenEmbedding, "Embedding-Token", input_dim=cfg.vocab_size,
+                output_dim=cfg.hidden_size, embeddings_initializer=self.initializer)
+        return self.token_embedding(token_ids)
+
+    def apply_encoder(self, token_ids, mask):
+        self.stack = "Encoder"
+        x = self.dropout(self.embed(token_ids), "Encoder-Embedding-Dropout")
+        bias = self.relative_bias(bidirectional=True)(x)
+        for index in range(self.config.num_hidden_layers):
+            x = self.pre_norm(x, self.block_name(index, "MultiHeadSelfAttention"),
+                              lambda y: self.attention("MultiHeadSelfAttention", index)(
+                                  y, attention_mask=mask, attention_bias=bias))
+            x = self.pre_norm(x, self.block_name(index, "FeedForward"),
+                              lambda y: self.feed_forward(y, index))
+        return self.dropout(self.norm(x, "Encoder-Output-Norm"), "Encoder-Output-Dropout")
+
+    def apply_decoder(self, token_ids, mask, encoded, encoder_mask):
+        self.stack = "Decoder"
+        x = self.dropout(self.embed(token_ids), "Decoder-Embedding-Dropout")
+        if self.cache is None:
+            bias = self.relative_bias(bidirectional=False)(x)
+        else:
+            bias = self.relative_bias(bidirectional=False)(
+                x, positions=self.cache.positions, key_length=keras.ops.shape(self.cache.keys)[2])
+        for index in range(self.config.num_decoder_layers or self.config.num_hidden_layers):
+            x = self.pre_norm(x, self.block_name(index, "MultiHeadSelfAttention"),
+                              lambda y: self.attend(self.attention("MultiHeadSelfAttention", index),
+                                                    y, mask, index, attention_bias=bias))
+            x = self.pre_norm(x, self.block_name(index, "MultiHeadCrossAttention"),
+                              lambda y: self.cross_attention(y, encoded, encoder_mask, index))
+            x = self.pre_norm(x, self.block_name(index, "FeedForward"),
+                              lambda y: self.feed_forward(y, index))
+        return self.dropout(self.norm(x, "Decoder-Output-Norm"), "Decoder-Output-Dropout")
+
+    def cross_attention(self, x, encoded, encoder_mask, index):
+        layer = self.attention("MultiHeadCrossAttention", index)
+        if self.cache is None:
+            return layer(x, encoded, attention_mask=encoder_mask)
+        # A decoding step: the source's keys and values were computed once (cross_cache).
+        return layer(x, attention_mask=encoder_mask, key_value=(self.cross_keys[:, index],
+                                                                self.cross_values[:, index]))
+
+    # Decoding: the encoder reads the source once (cross_cache), then each step runs the
+    # decoder on new tokens through the self-attention cache (decode_step).
+    @property
+    def decoder_layers(self) -> int:
+        return self.config.num_decoder_layers or self.config.num_hidden_layers
+
+    def check_decodable(self):
+        if self.application != "seq2seq":
+            raise ValueError("decoding needs the decoder: build T5 with application='seq2seq'")
+
+    def cross_cache(self, model: keras.Model, source_ids):
+        """The encoder's output for ``source_ids`` [1, n] as every decoder layer's
+        cross-attention keys and values ([1, layers, n, heads, size] each), and the source's
+        padding mask."""
+        encoded = keras.Model(model.inputs[0], self.encoder_outputs)(source_ids)
+        keys, values = zip(*(
+            model.get_layer(f"{self.prefix}Decoder-Transformer-{i}-MultiHeadCrossAttention")
+            .project_key_value(encoded) for i in range(self.decoder_layers)))
+        source_mask = keras.ops.not_equal(source_ids, 0)[:, None, None, :]
+        return keras.ops.stack(keys, axis=1), keras.ops.stack(values, axis=1), source_mask
+
+    def decode_step(self, model, token_ids, segment_ids, positions, mask, keys, values, index,
+                    cross_keys=None, cross_values=None, source_mask=None):
+        """:meth:`Transformer.decode_step` for the decoder, attending to the source through
+        ``cross_cache``'s keys and values."""
+        self.check_decodable()
+        self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
+        self.cross_keys, self.cross_values = cross_keys, cross_values
+        try:
+            x = self.apply_decoder(token_ids, mask, None, source_mask)
+            logits = self.apply_mlm(x[:, -1:])
+            new_keys, new_values = zip(*self.cache.updated)
+        finally:
+            self._reset()
+        return logits, keras.ops.stack(new_keys, axis=1), keras.ops.stack(new_values, axis=1)
 
     def apply_mlm(self, x):
+        cfg = self.config
+        if not cfg.tie_word_embeddings:
+            logits = self.dense(x, cfg.vocab_size, "Decoder-Output-LM", use_bias=False)
+            return self.mlm_activation(logits)
+        scale = cfg.scale_decoder_outputs
+        if scale is None:  # T5.1.0 scales its tied output; mT5 and T5.1.1 configs untie it
+            scale = self.model_name == "t5"
+        if scale:
+            x = self.make(keras.layers.Rescaling, "Decoder-Output-Scale",
+                          scale=cfg.hidden_size ** -0.5)(x)
         return self.mlm_activation(self.token_embedding(x, reverse=True))
+
+
+class T511(T5):
+    """T5.1.1: gated-GELU feed-forward and an output head of its own unless its config says
+    otherwise (bert4keras' ``t5.1.1``)."""
+
+    model_name = "t5.1.1"
+
+
+class MT511(T5):
+    """mT5 (bert4keras' ``mt5.1.1``): T5.1.1's structure with a multilingual vocabulary."""
+
+    model_name = "mt5.1.1"
 
 
 class StepCache:
@@ -589,4 +831,5 @@ class StepCache:
 
 
 MODELS = {cls.model_name: cls for cls in (Transformer, RoFormer, RoFormerV2, GAUAlpha, Flash,
-                                          Albert, AlbertUnshared, Electra, GPT2, Nezha)}
+                                          Albert, AlbertUnshared, Electra, GPT, GPT2, GPT2ML,
+                                          Nezha, T5, T511, MT511)}
