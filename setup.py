@@ -29,7 +29,7 @@ setup(
                  "sentence-transformers", "jax[cpu]>=0.4.30,<=0.10.2", "rouge", "nltk",
                  "tf2onnx", "onnxruntime", "tensorflow-text", "fastapi", "uvicorn[standard]",
                  "prometheus-client", "httpx", "selenium", "aiohttp", "mkdocs",
-                 "mkdocstrings-python", "snownlp"],
+                 "mkdocstrings-python", "snownlp", "sentencepiece"],
         # What the ported bert4keras examples import beyond bert4x (the seq2seq metrics).
         "examples": ["rouge", "nltk"],
         # The JAX backend (KERAS_BACKEND=jax); 0.10.2 is the last release for Python 3.11.
@@ -43,6 +43,8 @@ setup(
         "serve": ["fastapi", "uvicorn[standard]", "prometheus-client", "aiohttp"],
         # The documentation site (mkdocs build / mkdocs serve; mkdocs.yml).
         "docs": ["mkdocs", "mkdocstrings-python"],
+        # SpTokenizer: the SentencePiece models of T5, mT5 and ALBERT releases.
+        "sentencepiece": ["sentencepiece"],
         # The MLM corpus behind pretrained/roformer_zh_tiny (python -m pretrained.pretrain).
         "pretrain": ["snownlp"],
     },

@@ -246,13 +246,16 @@ def _as_text_list(texts, name: str) -> List[str]:
 
 
 def _truncate(first: Pieces, second: Optional[Pieces], maxlen: int, truncation: str,
-              truncate_from: str = "right") -> Tuple[Pieces, Optional[Pieces]]:
+              truncate_from: str = "right", specials: Tuple[int, int] = (2, 3)
+              ) -> Tuple[Pieces, Optional[Pieces]]:
+    """Cut the texts so that they and their special tokens (``specials``: how many for one
+    text and for a pair) fit ``maxlen``."""
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     if truncate_from not in ("right", "left"):
         raise ValueError(f"truncate_from must be 'right' or 'left', got {truncate_from!r}")
     keep = Pieces.head if truncate_from == "right" else Pieces.tail
-    specials, texts = (2, 1) if second is None else (3, 2)
+    specials, texts = (specials[0], 1) if second is None else (specials[1], 2)
     budget = maxlen - specials
     if budget < texts:
         # Fewer would silently encode a text as nothing at all ([CLS] [SEP]).
