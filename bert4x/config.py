@@ -120,6 +120,9 @@ class TransformerConfig:
     gated_feed_forward: bool = False
     tie_word_embeddings: bool = True
     scale_decoder_outputs: Optional[bool] = None
+    #: bert4keras' T5 also adds the decoder's relative bias to its cross-attention (its
+    #: ``cross_position_bias``, on by default there); T5 itself and HF do not.
+    cross_position_bias: bool = False
     # Research options (not in public config files; given as build_transformer_model overrides).
     rope: Optional[str] = "auto"
     attention_scale: str = "auto"
@@ -161,7 +164,7 @@ class TransformerConfig:
             _require_int("num_decoder_layers", self.num_decoder_layers, minimum=1)
         for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):
             _require_int(name, getattr(self, name), minimum=2)
-        for name in ("gated_feed_forward", "tie_word_embeddings"):
+        for name in ("gated_feed_forward", "tie_word_embeddings", "cross_position_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config key {name!r} must be true or false, "
                                   f"got {getattr(self, name)!r}")
@@ -330,20 +333,39 @@ def _t5_config_keys(values: dict, model: Optional[str]) -> dict:
     no segments."""
     if model not in T5_FAMILIES:
         return values
+    if isinstance(values.get("hidden_act"), list) or "attention_head_size" in values:
+        # A config in bert4keras' form: its weights were trained by bert4keras, which scales
+        # every T5's decoder output by hidden_size^-0.5, its own output head included, and
+        # biases the cross-attention by relative position.
+        values.setdefault("scale_decoder_outputs", True)
+        values.setdefault("cross_position_bias", True)
     values = with_our_names({**T5_FAMILIES[model], **values}, T5_NAMES, "config keys")
-    if "d_kv" in values:
-        values["key_size"] = values["head_size"] = values.pop("d_kv")
+    for size in ("d_kv", "attention_head_size"):  # HF's name, bert4keras'
+        if size in values:
+            values["key_size"] = values["head_size"] = values.pop(size)
     values.setdefault("attention_probs_dropout_prob", values.get("hidden_dropout_prob", 0.1))
-    projection = values.pop("feed_forward_proj", "relu")
-    gated, _, activation = projection.rpartition("-")
-    if gated not in ("", "gated"):
-        raise ConfigError(f"config key 'feed_forward_proj' = {projection!r} is not supported "
-                          "(expected an activation, or 'gated-' and an activation)")
-    values["gated_feed_forward"] = gated == "gated"
-    values["hidden_act"] = "gelu_new" if activation == "gelu" else activation
-    for derived in ("dense_act_fn", "is_gated_act", "initializer_factor",
-                    "decoder_start_token_id"):
+    activation = values.pop("hidden_act", None)  # bert4keras' name
+    projection = values.pop("feed_forward_proj", None)  # HF's
+    resolved = values.pop("dense_act_fn", None)  # what HF made of feed_forward_proj
+    for derived in ("is_gated_act", "initializer_factor", "decoder_start_token_id"):
         values.pop(derived, None)
+    if isinstance(activation, list):  # bert4keras' gated form, ["gelu", "linear"]
+        if len(activation) != 2 or activation[1] != "linear":
+            raise ConfigError(f"config key 'hidden_act' = {activation!r} is not supported "
+                              "(a list must be [activation, 'linear']: a gated feed-forward)")
+        gated, activation = True, activation[0]
+    elif projection is not None:
+        prefix, _, activation = projection.rpartition("-")
+        if prefix not in ("", "gated"):
+            raise ConfigError(f"config key 'feed_forward_proj' = {projection!r} is not "
+                              "supported (expected an activation, or 'gated-' and one)")
+        gated = prefix == "gated"
+        # HF reads "gated-gelu" as the tanh approximation (T5.1.1 was trained with it).
+        activation = resolved or ("gelu_new" if projection == "gated-gelu" else activation)
+    else:
+        gated, activation = False, activation or "relu"
+    values["gated_feed_forward"] = gated
+    values["hidden_act"] = activation
     values.setdefault("layer_norm_eps", 1e-6)
     values.setdefault("max_position_embeddings", 512)  # unused: T5's positions are relative
     values.setdefault("type_vocab_size", 0)

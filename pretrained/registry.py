@@ -84,6 +84,13 @@ CHECKPOINTS: List[Checkpoint] = [
                "https://github.com/imcaspar/gpt2-ml", {},
                tokenizer="Tokenizer(vocab.txt) (the release's vocabulary)",
                notes="causal; segments are ignored (type_vocab_size=0)"),
+    Checkpoint("chinese_t5_pegasus_base (T5-PEGASUS, bert4keras' TF format)", "mt5.1.1",
+               "https://github.com/ZhuiyiTechnology/t5-pegasus",
+               dict(BASE, vocab_size=50000),
+               tokenizer="WordTokenizer(vocab.txt) (jieba words first, as its bert4keras "
+                         "examples pre-tokenise)",
+               notes="its bert4keras-form config turns on bert4keras' output scale and "
+                     "cross-attention bias, which its weights were trained with"),
     Checkpoint("mt5-small (Google mT5, multilingual)", "mt5.1.1",
                "https://huggingface.co/google/mt5-small (HF files)",
                dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=6,

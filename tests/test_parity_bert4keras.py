@@ -33,21 +33,29 @@ layers = {layer.name: layer for layer in built.model.layers}
 arrays = {name: K.get_value(weight)
           for layer, names in built.variable_mapping().items() if layer in layers
           for name, weight in zip(names, layers[layer].trainable_weights)}
+# As bert4keras' T5_Base.create_variable does on save: TF files hold T5's bias [heads, buckets].
+arrays = {name: value.T if 'relative_attention_bias' in name else value
+          for name, value in arrays.items()}
 write_google_checkpoint(data['directory'] + '/model.ckpt', arrays, extra_slots=False)
-inputs = [np.array(data['token_ids'])]
-if data['segments']:
-    inputs.append(np.array(data['segment_ids']))
+inputs = [np.array(x) for x in data['inputs']]
 result = built.model.predict(inputs).tolist()
 """
 
 
 def bert4keras_outputs(tmp_path, model, config, options, seed, segments=True,
-                       lengths=(80, 9, 1, 70)):
-    token_ids, segment_ids = random_batch(config["vocab_size"], lengths, seed=seed)
+                       lengths=(80, 9, 1, 70), inputs=None):
+    """bert4keras' outputs on ``inputs``, by default a padded batch of token ids and (with
+    ``segments``) segment ids; returns the batch our model takes, and the outputs."""
+    if inputs is None:
+        token_ids, segment_ids = random_batch(config["vocab_size"], lengths, seed=seed)
+        inputs = [token_ids, segment_ids] if segments else [token_ids]
+        batch = (token_ids, segment_ids)
+    else:
+        batch = tuple(inputs)
     outputs = run_bert4keras(REFERENCE, dict(
         directory=str(tmp_path), model=model, config=config, options=options, seed=seed,
-        token_ids=token_ids.tolist(), segment_ids=segment_ids.tolist(), segments=segments))
-    return (token_ids, segment_ids), np.asarray(outputs, dtype="float32")
+        inputs=[x.tolist() for x in inputs]))
+    return batch, np.asarray(outputs, dtype="float32")
 
 
 @pytest.mark.parametrize("options, ours", [({}, {}), ({"with_mlm": True}, {"with_mlm": True})],
@@ -85,6 +93,27 @@ def test_gpt_and_gpt2_ml_equal_bert4keras(model, segments, tmp_path):
     assert built.load_report.fmt == "google"
     assert not built.load_report.missing and not built.load_report.unused
     keep = batch[0] != 0
+    probabilities = built.model.predict(list(batch), verbose=0)
+    np.testing.assert_allclose(np.log(probabilities[keep]), np.log(expected[keep]),
+                               atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("model", ["t5.1.1", "mt5.1.1"])
+def test_t5_in_bert4keras_format_equals_bert4keras(model, tmp_path):
+    """bert4keras' T5 (the format of T5-PEGASUS): its config form (a gated ``hidden_act``
+    list, ``attention_head_size``), the releases' TF names (mT5's say rms_norm), the relative
+    bias stored [heads, buckets], and bert4keras' output scale."""
+    config = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  attention_head_size=8, intermediate_size=37, hidden_act=["gelu", "linear"],
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    sources, _ = random_batch(60, [40, 9, 1, 30], seed=23)
+    targets, _ = random_batch(60, [12, 4, 1, 7], seed=24)  # bert4keras starts from a token
+    batch, expected = bert4keras_outputs(tmp_path, model, config, {}, seed=23,
+                                         inputs=[sources, targets])
+    built = build_transformer_model(tmp_path / "config.json", tmp_path / "model.ckpt",
+                                    model=model, return_keras_model=False)
+    assert not built.load_report.missing and not built.load_report.unused
+    keep = targets != 0
     probabilities = built.model.predict(list(batch), verbose=0)
     np.testing.assert_allclose(np.log(probabilities[keep]), np.log(expected[keep]),
                                atol=TOLERANCE, rtol=0)

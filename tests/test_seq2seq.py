@@ -59,3 +59,22 @@ def test_t5_fine_tunes_on_kgclue_and_decodes(pairs_and_tokenizer, tmp_path):
                                  use_cache=False)
     assert cached.beam_search(source, beam_size=2)[0].tokens == \
         full.beam_search(source, beam_size=2)[0].tokens
+
+
+@pytest.mark.parametrize("options", [{}, dict(cross_position_bias=True,
+                                              scale_decoder_outputs=True)],
+                         ids=["hf-form", "bert4keras-form"])
+def test_encoder_decoder_cache_changes_nothing_but_speed(options):
+    """Beams and scores with the encoder-decoder cache equal those of re-running the whole
+    model, with bert4keras' cross-attention bias too."""
+    keras.utils.set_random_seed(3)
+    model = build_transformer_model(dict(T5_TINY, vocab_size=50, num_decoder_layers=3,
+                                         relative_attention_num_buckets=8,
+                                         relative_attention_max_distance=12, **options),
+                                    model="t5.1.1")
+    source = [5, 9, 14, 3, 22, 31, 8, 17, 40, 2, 11, 7]
+    cached = AutoRegressiveDecoder(model, end_id=None, max_new_tokens=10)
+    full = AutoRegressiveDecoder(model, end_id=None, max_new_tokens=10, use_cache=False)
+    ours, reference = cached.beam_search(source, beam_size=3), full.beam_search(source, beam_size=3)
+    assert [h.tokens for h in ours] == [h.tokens for h in reference]
+    np.testing.assert_allclose([h.score for h in ours], [h.score for h in reference], atol=1e-4)

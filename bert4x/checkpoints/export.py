@@ -35,7 +35,7 @@ GPT2_HF_NAMES = {ours: theirs for theirs, ours in GPT2_NAMES.items() if theirs !
 #: Config fields only T5's HF config has.
 _T5_FIELDS = ("num_decoder_layers", "relative_attention_num_buckets",
               "relative_attention_max_distance", "gated_feed_forward", "tie_word_embeddings",
-              "scale_decoder_outputs")
+              "scale_decoder_outputs", "cross_position_bias")
 #: Families whose HF config states the embedding size (factorised embeddings).
 _HF_EMBEDDING_SIZE = ("roformer", "albert", "electra")
 
@@ -85,6 +85,10 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
 
 def _t5_hf_config(config: TransformerConfig, model_name: str, head: str) -> dict:
     """HF ``T5Config``/``MT5Config`` values for a T5-family config."""
+    if config.cross_position_bias:
+        raise CheckpointError("HF's T5 has no relative bias in its cross-attention "
+                              "(bert4keras' cross_position_bias); keep this model in Keras or "
+                              "TF format")
     activation = {"gelu_approximate": "gelu"}.get(config.activation, config.hidden_act)
     values = {
         "architectures": [_HF_CLASSES[model_name][head]],

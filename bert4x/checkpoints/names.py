@@ -176,21 +176,28 @@ _GPT2_ROWS = [
 ]
 
 
-# T5 / mT5 (HF T5ForConditionalGeneration, MT5..., T5EncoderModel; HF names only): no biases,
-# RMS norms with a scale only, a relative bias in each stack's first layer. "{gated}" is "_0"
-# in a gated feed-forward (whose gate is wi_1) and empty otherwise.
+# T5 / mT5 (HF T5ForConditionalGeneration, MT5..., T5EncoderModel; the original releases' TF
+# names, which bert4keras reads and writes too): no biases, RMS norms with a scale only, a
+# relative bias in each stack's first layer, stored [heads, buckets] in TF. "{gated}" is "_0"
+# in a gated feed-forward (whose gate is wi_1) and empty otherwise; "{b}" is the block index
+# as TF writes it (block_007). mT5's TF names say rms_norm where T5's say layer_norm.
 _T5_ATTENTION = [("query", "q"), ("key", "k"), ("value", "v"), ("output", "o")]
 _T5_ROWS = [
-    ("Embedding-Token/embeddings", None, "shared.weight"),
-    ("Encoder-Embedding-Relative-Position/embeddings", None,
+    ("Embedding-Token/embeddings", "shared/embedding", "shared.weight"),
+    ("Encoder-Embedding-Relative-Position/embeddings",
+     "encoder/block_000/layer_000/SelfAttention/relative_attention_bias",
      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
-    ("Decoder-Embedding-Relative-Position/embeddings", None,
+    ("Decoder-Embedding-Relative-Position/embeddings",
+     "decoder/block_000/layer_000/SelfAttention/relative_attention_bias",
      "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
-    ("Encoder-Output-Norm/gamma", None, "encoder.final_layer_norm.weight"),
-    ("Decoder-Output-Norm/gamma", None, "decoder.final_layer_norm.weight"),
-    ("Decoder-Output-LM/kernel", None, "lm_head.weight"),
+    ("Encoder-Output-Norm/gamma", "encoder/final_layer_norm/scale",
+     "encoder.final_layer_norm.weight"),
+    ("Decoder-Output-Norm/gamma", "decoder/final_layer_norm/scale",
+     "decoder.final_layer_norm.weight"),
+    ("Decoder-Output-LM/kernel", "decoder/logits/kernel", "lm_head.weight"),
 ] + [
-    (f"{stack}-Transformer-{{i}}-{part}/{ours}/kernel", None,
+    (f"{stack}-Transformer-{{i}}-{part}/{ours}/kernel",
+     f"{stack.lower()}/block_{{i:0>3}}/layer_{layer:03d}/{module}/{theirs}",
      f"{stack.lower()}.block.{{i}}.layer.{layer}.{module}.{theirs}.weight")
     for stack, part, layer, module in [
         ("Encoder", "MultiHeadSelfAttention", 0, "SelfAttention"),
@@ -198,18 +205,22 @@ _T5_ROWS = [
         ("Decoder", "MultiHeadCrossAttention", 1, "EncDecAttention")]
     for ours, theirs in _T5_ATTENTION
 ] + [
-    (f"{stack}-Transformer-{{i}}-{part}-Norm/gamma", None,
+    (f"{stack}-Transformer-{{i}}-{part}-Norm/gamma",
+     f"{stack.lower()}/block_{{i:0>3}}/layer_{layer:03d}/layer_norm/scale",
      f"{stack.lower()}.block.{{i}}.layer.{layer}.layer_norm.weight")
     for stack, part, layer in [
         ("Encoder", "MultiHeadSelfAttention", 0), ("Encoder", "FeedForward", 1),
         ("Decoder", "MultiHeadSelfAttention", 0), ("Decoder", "MultiHeadCrossAttention", 1),
         ("Decoder", "FeedForward", 2)]
 ] + [
-    (f"{stack}-Transformer-{{i}}-FeedForward/{ours}/kernel", None,
+    (f"{stack}-Transformer-{{i}}-FeedForward/{ours}/kernel",
+     f"{stack.lower()}/block_{{i:0>3}}/layer_{layer:03d}/DenseReluDense/{theirs}/kernel",
      f"{stack.lower()}.block.{{i}}.layer.{layer}.DenseReluDense.{theirs}.weight")
     for stack, layer in [("Encoder", 1), ("Decoder", 2)]
     for ours, theirs in [("intermediate", "wi{gated}"), ("gate", "wi_1"), ("output", "wo")]
 ]
+_MT5_ROWS = _renamed(_T5_ROWS, google=[("final_layer_norm/", "rms_norm/"),
+                                        ("layer_norm/", "rms_norm/")])
 
 
 # GPT as bert4keras stores it (CDial-GPT): BERT's names under "gpt/", "transformer" for
@@ -258,9 +269,10 @@ class Layout:
     ``hf_tied`` are head entries that duplicate the token embedding."""
 
     def __init__(self, rows, google_heads: str, hf_heads: str, hf_tied: str,
-                 hf_transposed: bool = True):
+                 hf_transposed: bool = True, google_transposed: str = r"^$"):
         self.rows = rows
         self.hf_transposed = hf_transposed
+        self.google_transposed = re.compile(google_transposed)
         self.hf_top_level = re.compile(rf"^({hf_heads})\.")
         self.heads = {GOOGLE: re.compile(google_heads),
                       HF: re.compile(rf"(^|\.)pooler\.|^({hf_heads})\.")}
@@ -287,12 +299,15 @@ _GPT2 = Layout(_GPT2_ROWS, google_heads=r"^$", hf_heads="lm_head", hf_tied=r"^lm
 
 _GPT = Layout(_GPT_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
 _GPT2_ML = Layout(_GPT2_ML_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
-_T5 = Layout(_T5_ROWS, google_heads=r"^$", hf_heads="lm_head",
-             hf_tied=r"^(encoder|decoder)\.embed_tokens\.weight$")
+_T5_OPTIONS = dict(google_heads=r"^$", hf_heads="lm_head",
+                   hf_tied=r"^(encoder|decoder)\.embed_tokens\.weight$",
+                   google_transposed="Relative-Position/embeddings$")
+_T5 = Layout(_T5_ROWS, **_T5_OPTIONS)
+_MT5 = Layout(_MT5_ROWS, **_T5_OPTIONS)
 
 #: Which layout each family's checkpoints use.
 LAYOUTS = {"albert": _ALBERT, "albert_unshared": _ALBERT, "electra": _ELECTRA, "gpt2": _GPT2,
-           "t5": _T5, "t5.1.1": _T5, "mt5.1.1": _T5, "gpt": _GPT, "gpt2_ml": _GPT2_ML}
+           "t5": _T5, "t5.1.1": _T5, "mt5.1.1": _MT5, "gpt": _GPT, "gpt2_ml": _GPT2_ML}
 
 
 def layout_of(model_name: str) -> Layout:
@@ -301,8 +316,11 @@ def layout_of(model_name: str) -> Layout:
 
 def is_transposed(path: str, fmt: str, model_name: str = "bert") -> bool:
     """HF ``nn.Linear`` weights are [out, in]; Keras and Google kernels, and GPT-2's
-    ``Conv1D`` weights, are [in, out]."""
-    return fmt == HF and path.endswith("/kernel") and layout_of(model_name).hf_transposed
+    ``Conv1D`` weights, are [in, out]. T5's TF files store the relative bias [heads, buckets]."""
+    layout = layout_of(model_name)
+    if fmt == GOOGLE:
+        return bool(layout.google_transposed.search(path))
+    return path.endswith("/kernel") and layout.hf_transposed
 
 
 def weight_names(paths: Iterable[str], fmt: str, hf_prefix: Optional[str] = None,

@@ -79,15 +79,17 @@ class PositionEmbedding(keras.layers.Layer):
         }
 
 
-def relative_distances(inputs, positions=None, key_length=None):
-    """``key position - query position`` [q, k] for the tokens of ``inputs`` [batch, n, ...];
-    in a decoding step, for the new tokens at ``positions`` ([n], or [batch, n] the same in
-    every row) against ``key_length`` cache slots."""
+def relative_distances(inputs, positions=None, key_length=None, keys=None):
+    """``key position - query position`` [q, k] for the tokens of ``inputs`` [batch, n, ...]
+    against themselves, or against ``keys`` [batch, m, ...] (cross-attention); in a decoding
+    step, for the new tokens at ``positions`` ([n], or [batch, n] the same in every row)
+    against ``key_length`` slots."""
     if positions is None:
         positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
     elif len(positions.shape) == 2:
         positions = positions[0]
-    key_length = ops.shape(inputs)[1] if key_length is None else key_length
+    if key_length is None:
+        key_length = ops.shape(inputs if keys is None else keys)[1]
     return ops.arange(key_length, dtype="int32")[None, :] - ops.cast(positions, "int32")[:, None]
 
 
@@ -170,8 +172,8 @@ class RelativePositionBias(keras.layers.Layer):
         far = ops.minimum(exact + ops.cast(far, "int32"), buckets - 1)
         return offset + ops.where(distance < exact, distance, far)
 
-    def call(self, inputs, positions=None, key_length=None):
-        distance = relative_distances(inputs, positions, key_length)
+    def call(self, inputs, positions=None, key_length=None, keys=None):
+        distance = relative_distances(inputs, positions, key_length, keys)
         bias = ops.take(self.embeddings, self.bucket(distance), axis=0)  # [q, k, heads]
         return ops.transpose(bias, (2, 0, 1))[None]
 

@@ -732,11 +732,12 @@ class T5(Transformer):
     def apply_decoder(self, token_ids, mask, encoded, encoder_mask):
         self.stack = "Decoder"
         x = self.dropout(self.embed(token_ids), "Decoder-Embedding-Dropout")
+        self.decoder_bias = self.relative_bias(bidirectional=False)
         if self.cache is None:
-            bias = self.relative_bias(bidirectional=False)(x)
+            bias = self.decoder_bias(x)
         else:
-            bias = self.relative_bias(bidirectional=False)(
-                x, positions=self.cache.positions, key_length=keras.ops.shape(self.cache.keys)[2])
+            bias = self.decoder_bias(x, positions=self.cache.positions,
+                                     key_length=keras.ops.shape(self.cache.keys)[2])
         for index in range(self.config.num_decoder_layers or self.config.num_hidden_layers):
             x = self.pre_norm(x, self.block_name(index, "MultiHeadSelfAttention"),
                               lambda y: self.attend(self.attention("MultiHeadSelfAttention", index),
@@ -750,10 +751,21 @@ class T5(Transformer):
     def cross_attention(self, x, encoded, encoder_mask, index):
         layer = self.attention("MultiHeadCrossAttention", index)
         if self.cache is None:
-            return layer(x, encoded, attention_mask=encoder_mask)
+            return layer(x, encoded, attention_mask=encoder_mask,
+                         attention_bias=self.cross_bias(x, keys=encoded))
         # A decoding step: the source's keys and values were computed once (cross_cache).
-        return layer(x, attention_mask=encoder_mask, key_value=(self.cross_keys[:, index],
-                                                                self.cross_values[:, index]))
+        keys, values = self.cross_keys[:, index], self.cross_values[:, index]
+        bias = self.cross_bias(x, positions=self.cache.positions,
+                               key_length=keras.ops.shape(keys)[1])
+        return layer(x, attention_mask=encoder_mask, key_value=(keys, values),
+                     attention_bias=bias)
+
+    def cross_bias(self, x, **where):
+        """bert4keras' relative bias on the cross-attention (``cross_position_bias``): the
+        decoder's own bias layer, between decoder and source positions; else none."""
+        if not self.config.cross_position_bias:
+            return None
+        return self.decoder_bias(x, **where)
 
     # Decoding: the encoder reads the source once (cross_cache), then each step runs the
     # decoder on new tokens through the self-attention cache (decode_step).
@@ -793,16 +805,16 @@ class T5(Transformer):
 
     def apply_mlm(self, x):
         cfg = self.config
-        if not cfg.tie_word_embeddings:
-            logits = self.dense(x, cfg.vocab_size, "Decoder-Output-LM", use_bias=False)
-            return self.mlm_activation(logits)
         scale = cfg.scale_decoder_outputs
-        if scale is None:  # T5.1.0 scales its tied output; mT5 and T5.1.1 configs untie it
-            scale = self.model_name == "t5"
+        if scale is None:  # T5.1.0 scales its tied output; T5.1.1 and mT5 do not
+            scale = cfg.tie_word_embeddings and self.model_name == "t5"
         if scale:
             x = self.make(keras.layers.Rescaling, "Decoder-Output-Scale",
                           scale=cfg.hidden_size ** -0.5)(x)
-        return self.mlm_activation(self.token_embedding(x, reverse=True))
+        if cfg.tie_word_embeddings:
+            return self.mlm_activation(self.token_embedding(x, reverse=True))
+        return self.mlm_activation(self.dense(x, cfg.vocab_size, "Decoder-Output-LM",
+                                              use_bias=False))
 
 
 class T511(T5):
