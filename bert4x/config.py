@@ -294,13 +294,17 @@ GPT2_NAMES = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers",
 
 
 def _gpt2_config_keys(values: dict, model: Optional[str]) -> dict:
-    """Read GPT-2's config names into ours (for ``model="gpt2"`` only). ``n_inner`` null or
-    absent means 4 × the hidden size; the embedding dropout must equal the residual one, since one rate
+    """Read GPT-2's config names into ours (``model="gpt2"``, and ``"gpt"`` from HF's
+    OpenAIGPT files). ``n_inner`` null or absent means 4 × the hidden size; the embedding dropout must equal the residual one, since one rate
     serves both; GPT-2 has no segments (``type_vocab_size`` 0)."""
     if model == "gpt2_ml":  # BERT's config names; GPT-2's norm epsilon, no segments
         values.setdefault("layer_norm_eps", 1e-5)
         values.setdefault("type_vocab_size", 0)
-    if model != "gpt2":
+    if model == "gpt" and "n_embd" in values:  # HF's OpenAIGPT: GPT-2's names, no segments
+        values = with_our_names(values, {"afn": "hidden_act"}, "config keys")
+        if values.get("hidden_act", "gelu") == "gelu":  # OpenAI's "gelu" is the tanh form
+            values["hidden_act"] = "gelu_new"
+    elif model != "gpt2":
         return values
     values = with_our_names(values, GPT2_NAMES, "config keys")
     if values.get("intermediate_size") is None and "hidden_size" in values:
@@ -376,7 +380,7 @@ def _compatible_types(model: str) -> set:
     # RoFormer-V2 and GAU-alpha checkpoints are often published with a RoFormer config.
     return {"bert": {"bert"}, "roformer": {"roformer"}, "albert": {"albert"},
             "albert_unshared": {"albert"}, "electra": {"electra"},
-            "gpt2": {"gpt2"}, "nezha": {"nezha", "bert"}, "t5": {"t5"},
+            "gpt2": {"gpt2"}, "gpt": {"openai-gpt"}, "nezha": {"nezha", "bert"}, "t5": {"t5"},
             "t5.1.1": {"t5"}, "mt5.1.1": {"mt5", "t5"}}.get(model, {model, "roformer"})
 
 

@@ -210,6 +210,7 @@ def test_a_checkpoint_of_another_family_names_it(tmp_path, saved, loaded, family
 @pytest.mark.parametrize("model, options, message", [
     ("bert", dict(with_discriminator=True), "with_discriminator is ELECTRA's head"),
     ("electra", dict(with_pool=True), "has no pooler"),
+    ("electra", dict(application="unilm"), "application must be one of \\('encoder',\\)"),
     ("electra", dict(with_mlm=True, with_discriminator=True), "separate models"),
     ("albert", dict(num_hidden_groups=2), "'num_hidden_groups' = 2 is not supported"),
     ("albert", dict(inner_group_num=2), "'inner_group_num' = 2 is not supported"),
@@ -228,11 +229,11 @@ def test_heads_and_settings_a_family_lacks_are_refused(model, options, message):
         build_transformer_model(CONFIG, model=model, **options)
 
 
-def test_gpt2_refuses_a_google_checkpoint_and_names_a_gpt2_file(tmp_path):
+def test_gpt2_and_bert_files_name_their_family_when_loaded_as_the_other(tmp_path):
     gpt2 = dict(CONFIG, type_vocab_size=0)
     prefix = build_transformer_model(CONFIG, model="bert", return_keras_model=False) \
         .save_google_checkpoint(tmp_path / "model.ckpt")
-    with pytest.raises(CheckpointError, match="reads 'gpt2' weights from HF files only"):
+    with pytest.raises(CheckpointError, match='looks like a BERT checkpoint: use model="bert"'):
         build_transformer_model(gpt2, prefix, model="gpt2")
     build_transformer_model(gpt2, model="gpt2", return_keras_model=False) \
         .export_huggingface(tmp_path / "gpt2")

@@ -80,11 +80,12 @@ GPT_CONFIG = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attent
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-@pytest.mark.parametrize("model, segments", [("gpt", True), ("gpt2_ml", False)])
-def test_gpt_and_gpt2_ml_equal_bert4keras(model, segments, tmp_path):
-    """bert4keras' GPT (CDial-GPT's format) and GPT2-ML: causal, tied output, their own
-    checkpoint names; bert4keras' GPT2-ML takes token ids only."""
-    # GPT2-ML's norms use 1e-5 (bert4keras fixes it; our default for the family).
+@pytest.mark.parametrize("model, segments", [("gpt", True), ("gpt2", False),
+                                             ("gpt2_ml", False)])
+def test_gpt_family_equals_bert4keras(model, segments, tmp_path):
+    """bert4keras' GPT (CDial-GPT's format), GPT-2 and GPT2-ML: causal, tied output, their own
+    checkpoint names; bert4keras' GPT-2 and GPT2-ML take token ids only."""
+    # GPT-2's and GPT2-ML's norms use 1e-5 (bert4keras fixes it; our default for both).
     config = GPT_CONFIG if segments else dict(GPT_CONFIG, type_vocab_size=0)
     batch, expected = bert4keras_outputs(tmp_path, model, config, {}, seed=22,
                                          segments=segments, lengths=(40, 9, 1, 30))

@@ -398,3 +398,27 @@ def test_t5_export_round_trip_through_transformers(model, auto_class, tmp_path):
     np.testing.assert_allclose(built.model.predict([sources, targets], verbose=0)[real],
                                hf_seq2seq(reference, sources, targets).logits.numpy()[real],
                                atol=TOLERANCE, rtol=0)
+
+
+def test_openai_gpt_logits_with_padding(tmp_path):
+    """``model="gpt"`` from HF's OpenAIGPT files: post-norm blocks, fused query/key/value."""
+    import torch
+    import transformers
+
+    torch.manual_seed(20)
+    reference = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(
+        vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0))
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            parameter.normal_(0.0, 0.2)
+            if ".ln_" in name and name.endswith("weight"):
+                parameter.add_(1.0)
+    path = save_hf(reference.eval(), tmp_path)
+    token_ids, _ = random_batch(97, LENGTHS, seed=20)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                             attention_mask=torch.tensor(token_ids != 0)).logits.numpy()
+    model = build_transformer_model(path / "config.json", path, model="gpt", with_mlm="linear")
+    assert_unpadded_close(model.predict([token_ids, np.zeros_like(token_ids)], verbose=0),
+                          expected, token_ids)

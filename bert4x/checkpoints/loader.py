@@ -133,9 +133,6 @@ def load_checkpoint(model, checkpoint_path, model_name: str, hf_prefix: Optional
                  for variable in (model.weights if variables is None else variables)}
     layout = layout_of(model_name)
     expected = weight_names(variables, checkpoint.fmt, hf_prefix, model_name)
-    if not any(expected.values()):
-        raise CheckpointError(f"{checkpoint.path}: bert4x reads {model_name!r} weights from HF "
-                              f"files only, not from {checkpoint.fmt}-format checkpoints")
     stored = (_hf_aliases(checkpoint.names, hf_prefix, layout.hf_top_level) if checkpoint.fmt == HF
               else {n: n for n in checkpoint.names})
 

@@ -228,6 +228,18 @@ _MT5_ROWS = _renamed(_T5_ROWS, google=[("final_layer_norm/", "rms_norm/"),
 _GPT_ROWS = _renamed(_BERT_MODEL_ROWS + _BERT_BLOCK_ROWS,
                      google=[("bert/encoder/", "gpt/transformer/"), ("bert/", "gpt/")],
                      drop=("Pooler/", "MLM-"))
+# GPT in HF's OpenAIGPT files: GPT-2's names with OpenAI's embedding names; ln_1 and ln_2
+# are post-norms here, at the same paths as GPT-2's pre-norms.
+_OPENAI_GPT_HF = {path: hf.replace(".wte.", ".tokens_embed.").replace(".wpe.", ".positions_embed.")
+                  for path, _, hf in _GPT2_ROWS}
+_GPT_ROWS = [(path, google, _OPENAI_GPT_HF.get(path)) for path, google, _ in _GPT_ROWS]
+# GPT-2 as bert4keras stores it: GPT's names, the pre-norms saved where BERT keeps its
+# post-norms ("input/LayerNorm" for "output/LayerNorm"), and a final norm.
+_GPT2_GOOGLE = {row[0]: row[1] for row in _renamed(
+    _GPT_ROWS, google=[("output/LayerNorm", "input/LayerNorm")])}
+_GPT2_GOOGLE.update({"Output-Norm/gamma": "gpt/output/LayerNorm/gamma",
+                     "Output-Norm/beta": "gpt/output/LayerNorm/beta"})
+_GPT2_ROWS = [(path, _GPT2_GOOGLE.get(path), hf) for path, _, hf in _GPT2_ROWS]
 # GPT2-ML (imcaspar/gpt2-ml): its own names under "newslm/", layers numbered with two digits.
 _GPT2_ML_ROWS = [
     ("Embedding-Token/embeddings", "newslm/embeddings/word_embed", None),
@@ -297,7 +309,8 @@ _ALBERT = Layout(_ALBERT_ROWS, google_heads=r"^(bert/pooler/|cls/)",
 _GPT2 = Layout(_GPT2_ROWS, google_heads=r"^$", hf_heads="lm_head", hf_tied=r"^lm_head\.weight$",
                hf_transposed=False)
 
-_GPT = Layout(_GPT_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
+_GPT = Layout(_GPT_ROWS, google_heads=r"^$", hf_heads="lm_head", hf_tied=r"^lm_head\.weight$",
+              hf_transposed=False)
 _GPT2_ML = Layout(_GPT2_ML_ROWS, google_heads=r"^$", hf_heads="cls", hf_tied=r"^$")
 _T5_OPTIONS = dict(google_heads=r"^$", hf_heads="lm_head",
                    hf_tied=r"^(encoder|decoder)\.embed_tokens\.weight$",

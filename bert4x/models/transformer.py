@@ -523,6 +523,7 @@ class Electra(Transformer):
     model_name = "electra"
     hf_prefix = "electra"
     supports_pool = False
+    applications = ("encoder",)  # as bert4keras: neither half is a language model
     mlm_transform_activation = "gelu"
 
     def __init__(self, config: TransformerConfig, with_discriminator=False, **kwargs):
@@ -546,12 +547,13 @@ class Electra(Transformer):
 
 
 class GPT(Transformer):
-    """OpenAI's GPT as bert4keras builds it (the format of CDial-GPT's TF release): BERT's
-    post-norm blocks under a causal mask, token + segment + position embeddings with no norm,
-    and the token embedding as output projection (no transform, no bias). Causal only."""
+    """OpenAI's GPT: BERT's post-norm blocks under a causal mask, token + segment + position
+    embeddings with no norm, and the token embedding as output projection (no transform, no
+    bias). Causal only. Loads bert4keras' TF format (CDial-GPT's release) and HF's
+    ``OpenAIGPT`` files (``config.json`` in GPT's names, no segments)."""
 
     model_name = "gpt"
-    hf_prefix = None
+    hf_prefix = "transformer"
     supports_pool = False
     default_application = "lm"
     applications = ("lm",)
@@ -604,6 +606,7 @@ class GPT2ML(GPT):
     (``FeedForward-Norm-0``/``-1``). No segments, no final norm."""
 
     model_name = "gpt2_ml"
+    hf_prefix = None
     has_segments = False
 
     def apply_embeddings(self, token_ids, segment_ids):
