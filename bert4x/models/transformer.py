@@ -216,7 +216,7 @@ class Transformer:
                              "decode with use_cache=False")
 
     def decode_step(self, model: keras.Model, token_ids, segment_ids, positions, mask, keys,
-                    values, index):
+                    values, index, *source):
         """Run ``model``'s own layers (shared weights) on new tokens through a key/value cache.
 
         ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
@@ -225,17 +225,22 @@ class Transformer:
         first new token. Returns the last new token's MLM logits and the updated caches. The caller
         owns the mask, so one step serves ``lm`` and ``unilm`` alike. This runs on tensors, not
         as a functional model: Keras' graph check cannot follow a layer whose outputs change
-        shape between calls, as the cached attention's do.
+        shape between calls, as the cached attention's do. ``source``: what an
+        encoder-decoder's step also reads (see :meth:`T5.step_hidden`).
         """
         self.check_decodable()
         self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
         try:
-            x = self.apply_layers(self.apply_embeddings(token_ids, segment_ids), mask)
+            x = self.step_hidden(token_ids, segment_ids, mask, *source)
             logits = self.apply_mlm(x[:, -1:])  # only the last token's prediction is needed
             new_keys, new_values = zip(*self.cache.updated)
         finally:
             self._reset()
         return logits, keras.ops.stack(new_keys, axis=1), keras.ops.stack(new_values, axis=1)
+
+    def step_hidden(self, token_ids, segment_ids, mask):
+        """The last hidden states of the new tokens in a decoding step."""
+        return self.apply_layers(self.apply_embeddings(token_ids, segment_ids), mask)
 
     def embed_tokens(self, token_ids, segment_ids):
         cfg = self.config
@@ -701,9 +706,11 @@ class T5(Transformer):
                                   name=self.prefix + "Encoder-Input-Token")
         encoder_mask = self.make(AttentionMask, "Encoder-Attention-Mask", application="encoder")(
             [encoder_ids, encoder_ids])
-        encoded = self.encoder_outputs = self.apply_encoder(encoder_ids, encoder_mask)
+        encoded = self.apply_encoder(encoder_ids, encoder_mask)
+        # Decoding runs the encoder once per source, through this model of the same layers.
+        self.encoder_model = keras.Model(encoder_ids, encoded, name=self.name)
         if self.application == "encoder":
-            return keras.Model(encoder_ids, encoded, name=self.name)
+            return self.encoder_model
         decoder_ids = keras.Input(shape=(None,), dtype="int32",
                                   name=self.prefix + "Decoder-Input-Token")
         decoder_mask = self.make(AttentionMask, "Decoder-Attention-Mask", application="lm",
@@ -784,27 +791,18 @@ class T5(Transformer):
         """The encoder's output for ``source_ids`` [1, n] as every decoder layer's
         cross-attention keys and values ([1, layers, n, heads, size] each), and the source's
         padding mask."""
-        encoded = keras.Model(model.inputs[0], self.encoder_outputs)(source_ids)
+        encoded = self.encoder_model(source_ids)
         keys, values = zip(*(
             model.get_layer(f"{self.prefix}Decoder-Transformer-{i}-MultiHeadCrossAttention")
             .project_key_value(encoded) for i in range(self.decoder_layers)))
         source_mask = keras.ops.not_equal(source_ids, 0)[:, None, None, :]
         return keras.ops.stack(keys, axis=1), keras.ops.stack(values, axis=1), source_mask
 
-    def decode_step(self, model, token_ids, segment_ids, positions, mask, keys, values, index,
-                    cross_keys=None, cross_values=None, source_mask=None):
-        """:meth:`Transformer.decode_step` for the decoder, attending to the source through
-        ``cross_cache``'s keys and values."""
-        self.check_decodable()
-        self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
+    def step_hidden(self, token_ids, segment_ids, mask, cross_keys, cross_values, source_mask):
+        """The decoder's step, attending to the source through ``cross_cache``'s keys and
+        values."""
         self.cross_keys, self.cross_values = cross_keys, cross_values
-        try:
-            x = self.apply_decoder(token_ids, mask, None, source_mask)
-            logits = self.apply_mlm(x[:, -1:])
-            new_keys, new_values = zip(*self.cache.updated)
-        finally:
-            self._reset()
-        return logits, keras.ops.stack(new_keys, axis=1), keras.ops.stack(new_values, axis=1)
+        return self.apply_decoder(token_ids, mask, None, source_mask)
 
     def apply_mlm(self, x):
         cfg = self.config
