@@ -16,6 +16,7 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.10",
         "numpy",
+        "datasets>=2.19",
         "jieba",
         "tokenizers",
         "safetensors",

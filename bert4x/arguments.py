@@ -34,3 +34,25 @@ def positive_number(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
+
+
+#: The help of every option that names task data.
+DATA_SOURCE_HELP = ("a file, a datasets save_to_disk directory, or files for datasets' loaders "
+                    "(json:FILES, csv:FILES, text:FILES, parquet:FILES; .csv/.parquet by suffix)")
+
+
+def add_column_option(parser, columns: str) -> None:
+    """``--columns NAME=COLUMN ...``: which columns of a table hold what the task reads
+    (``columns``, for the help), when the table names them otherwise."""
+    parser.add_argument("--columns", nargs="+", metavar="NAME=COLUMN", type=_column_pair,
+                        default=[], help=f"map the task's columns ({columns}) onto a table's "
+                                         "own column names")
+
+
+def _column_pair(text: str):
+    from bert4x.training.tables import parse_column_mapping
+
+    try:
+        return next(iter(parse_column_mapping([text]).items()))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

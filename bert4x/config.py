@@ -230,6 +230,9 @@ class TransformerConfig:
                 values = json.load(handle)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+                              f"at offset {error.start}); save it as UTF-8") from error
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
         if not isinstance(values, dict):

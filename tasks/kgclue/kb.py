@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from bert4x.generation import Trie
 from bert4x.training import iter_records
-from tasks.kgclue.data import Triple, make_triple, split_sense
+from tasks.kgclue.data import KB_COLUMNS, Triple, parse_kb_record, split_sense
 
 #: Keys are tokenised in chunks through the fast batch tokenizer.
 CHUNK = 10000
@@ -68,12 +68,14 @@ class KnowledgeBase:
         return cls(trie.build())
 
     @classmethod
-    def from_file(cls, path, tokenizer, on_error: str = "skip", progress: bool = True):
-        """Stream a ``subject \\t predicate \\t object`` file into the tree; returns the KB and
-        the skipped lines ``[(line, reason)]``."""
+    def from_file(cls, path, tokenizer, on_error: str = "skip", progress: bool = True,
+                  columns=None):
+        """Stream a ``subject \\t predicate \\t object`` file (or a table with
+        :data:`~tasks.kgclue.data.KB_COLUMNS`) into the tree; returns the KB and the skipped
+        lines ``[(line, reason)]``."""
         skipped = []
-        triples = iter_records(path, lambda fields: make_triple(*fields), fields=3,
-                               on_error=on_error, skipped=skipped)
+        triples = iter_records(path, parse_kb_record, fields=3, on_error=on_error,
+                               skipped=skipped, table=KB_COLUMNS.with_mapping(columns or {}))
         kb = cls.build(triples, tokenizer, progress=progress)
         if len(kb) == 0:
             raise ValueError(f"{path}: no usable triples ({len(skipped)} malformed lines)")

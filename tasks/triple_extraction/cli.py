@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import sys
 
-from bert4x.arguments import positive_number, whole_number
+from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
 from tasks.model_options import add_model_options, resolve_model_options
 from tasks.triple_extraction.models import KINDS
 
 
-def _examples(path, schema, require_triples=True, on_error="raise"):
+def _examples(path, schema, args, require_triples=True):
     from tasks.triple_extraction.data import read_duie
 
-    result = read_duie(path, schema, require_triples=require_triples, on_error=on_error)
+    result = read_duie(path, schema, require_triples=require_triples,
+                       on_error=getattr(args, "on_error", "raise"), columns=dict(args.columns))
     if result.skipped:
         print(result.summary(), file=sys.stderr)
     return result.examples
@@ -34,11 +35,11 @@ def _train(args):
     settings = Settings(**resolve_model_options(args), schema=args.schema, kind=args.kind,
                         maxlen=args.maxlen, head_size=args.head_size)
     schema = read_schema(args.schema)
-    extractor = train_extractor(settings, _examples(args.train, schema, on_error=args.on_error),
-                                _examples(args.dev, schema, on_error=args.on_error),
+    extractor = train_extractor(settings, _examples(args.train, schema, args),
+                                _examples(args.dev, schema, args),
                                 args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, seed=args.seed)
-    print(json.dumps(extractor.evaluate(_examples(args.dev, schema))["all"], indent=1))
+    print(json.dumps(extractor.evaluate(_examples(args.dev, schema, args))["all"], indent=1))
     return 0
 
 
@@ -47,18 +48,19 @@ def _evaluate(args):
     from tasks.triple_extraction.task import load_trained
 
     extractor = load_trained(args.work_dir)
-    print(format_scores(extractor.evaluate(_examples(args.data, extractor.schema))))
+    print(format_scores(extractor.evaluate(_examples(args.data, extractor.schema, args))))
     return 0
 
 
 def _predict(args):
-    from bert4x.training import read_text_lines
+    from bert4x.training import is_table_source, read_text_lines
     from tasks.triple_extraction.data import write_duie
     from tasks.triple_extraction.task import load_trained
 
     extractor = load_trained(args.work_dir)
-    if args.input.endswith((".json", ".jsonl")):
-        texts = [e.text for e in _examples(args.input, extractor.schema, require_triples=False)]
+    if args.input.endswith((".json", ".jsonl")) or is_table_source(args.input):
+        texts = [e.text for e in _examples(args.input, extractor.schema, args,
+                                           require_triples=False)]
     else:
         # Blank lines stay (with no triples), so output line i answers input line i.
         texts = read_text_lines(args.input, keep_blank=True)
@@ -77,8 +79,8 @@ def add_commands(subparsers) -> None:
 
     train = commands.add_parser("train", help="train GPLinker or the pointer + CLN model")
     add_model_options(train)
-    train.add_argument("--train", required=True, help="DuIE JSON lines")
-    train.add_argument("--dev", required=True)
+    train.add_argument("--train", required=True, help=f"DuIE JSON lines, or {DATA_SOURCE_HELP}")
+    train.add_argument("--dev", required=True, help=DATA_SOURCE_HELP)
     train.add_argument("--schema", required=True, help="DuIE schema JSON lines")
     train.add_argument("--kind", choices=KINDS, default="gplinker")
     train.add_argument("--work-dir", required=True)
@@ -89,17 +91,21 @@ def add_commands(subparsers) -> None:
     train.add_argument("--head-size", type=whole_number(), default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    add_column_option(train, "text, spo_list")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="P / R / F1 overall and per predicate")
     evaluate.add_argument("--work-dir", required=True)
-    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--data", required=True, help=DATA_SOURCE_HELP)
+    add_column_option(evaluate, "text, spo_list")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="extract triples, write DuIE JSON lines")
     predict.add_argument("--work-dir", required=True)
-    predict.add_argument("--input", required=True, help="text lines, or DuIE JSON lines")
+    predict.add_argument("--input", required=True,
+                         help=f"text lines, or DuIE JSON lines, or {DATA_SOURCE_HELP}")
     predict.add_argument("--output", required=True)
+    add_column_option(predict, "text")
     predict.set_defaults(handler=_predict)
 
 

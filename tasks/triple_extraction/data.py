@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from bert4x.files import atomic_path
-from bert4x.training import read_records
+from bert4x.training import TableColumns, read_records
+
+#: What the task reads from a table (a ``datasets`` object, directory or loader source).
+EXAMPLE_COLUMNS = TableColumns("triples", required=("text",), optional=("spo_list",))
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,10 @@ def parse_example(record, schema: Schema, require_triples: bool = True) -> Examp
     text = record["text"]
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty text")
-    if "spo_list" not in record and not require_triples:
-        return Example(text)
+    if record.get("spo_list") is None:
+        if not require_triples:
+            return Example(text)
+        raise KeyError("spo_list")
     example = Example(text)
     for spo in record["spo_list"]:
         triple = Triple(_value(spo["subject"]), schema.check(_value(spo["predicate"])),
@@ -79,16 +84,20 @@ def parse_example(record, schema: Schema, require_triples: bool = True) -> Examp
             raise ValueError(f"empty subject or object in {spo}")
         if triple not in example.types:
             example.triples.append(triple)
-        example.types[triple] = (_value(spo.get("subject_type", "")),
-                                 _value(spo.get("object_type", "")))
+        # A table's struct has every key, None where this record has none.
+        example.types[triple] = (_value(spo.get("subject_type") or ""),
+                                 _value(spo.get("object_type") or ""))
     return example
 
 
-def read_duie(path, schema: Schema, require_triples: bool = True, on_error: str = "raise"):
-    """Examples of a DuIE file; ``require_triples=False`` accepts lines without ``spo_list``
-    (text to predict). Unknown predicates and empty texts are errors naming file and line."""
-    return read_records(path, lambda record: parse_example(record, schema, require_triples),
-                        fmt="jsonl", on_error=on_error)
+def read_duie(source, schema: Schema, require_triples: bool = True, on_error: str = "raise",
+              columns: Optional[dict] = None):
+    """Examples of a DuIE file, or of a table with :data:`EXAMPLE_COLUMNS` (renamed by
+    ``columns``); ``require_triples=False`` accepts records without ``spo_list`` (text to
+    predict). Unknown predicates and empty texts are errors naming file and line (or row)."""
+    return read_records(source, lambda record: parse_example(record, schema, require_triples),
+                        fmt="jsonl", on_error=on_error,
+                        table=EXAMPLE_COLUMNS.with_mapping(columns or {}))
 
 
 def write_duie(path, texts: Sequence[str], triples: Sequence[Sequence[Triple]],
