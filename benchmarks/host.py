@@ -81,3 +81,21 @@ def interleaved(functions: Dict[str, Callable[[], object]], repeats: int) -> Dic
             function()
             seconds[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in seconds.items()}
+
+
+def memory_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB: ``VmRSS`` (resident now), ``VmHWM`` (peak)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def release_free_memory() -> None:
+    """Return freed heap pages to the OS so resident memory shows what is still held."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)

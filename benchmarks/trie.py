@@ -16,10 +16,15 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from host import memory_kib, release_free_memory  # noqa: E402
 
 PREDICATES_PER_SUBJECT = 7
 LOOKUPS = 20000
@@ -88,23 +93,6 @@ class DictTrie:
         for token in prefix:
             node = node[token]
         return [token for token in node if token != self.END]
-
-
-def memory_kib(field):
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def release_free_memory():
-    """Return freed heap pages to the OS so resident memory shows what is still held."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def measure(kind, keys, seed, pools, queue):
