@@ -375,3 +375,18 @@ def test_a_run_killed_mid_epoch_on_a_stream_resumes_to_the_same_weights(tmp_path
     np.testing.assert_allclose(resumed, whole, atol=1e-6)
     curves = [loss_curve(tmp_path / run) for run in ("whole", "cut")]
     np.testing.assert_allclose(curves[1], curves[0], rtol=1e-5)
+
+
+def test_train_refuses_a_raw_table_and_a_sharded_dataset_under_tf_multi_worker(tmp_path,
+                                                                                monkeypatch):
+    from bert4x.training import loop
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(TypeError, match="wrap it in BucketedBatches"):
+        train(model, datasets.Dataset.from_dict({"x": [1]}), 1, str(tmp_path))
+    sharded = BucketedBatches([[1.0, 2.0]] * 8, 4, list, shard=(0, 2))
+    monkeypatch.setattr(loop, "worker_count", lambda: 2)
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match="give every worker the whole batches"):
+            train(model, sharded, 1, str(tmp_path))

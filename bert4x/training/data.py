@@ -103,8 +103,10 @@ class EpochBatches(keras.utils.PyDataset):
         Besides batch and sequence, label axes may vary too (e.g. padded lists of positives).
         Each new iterator (Keras makes one per epoch) reads the batches of the current epoch.
         Sharded by data: under ``MultiWorkerMirroredStrategy`` each worker takes its part of
-        every global batch (a generator has no files to shard by); a dataset made with
-        ``shard`` is already this worker's part and is not sharded again.
+        every global batch (a generator has no files to shard by). :func:`~bert4x.training.
+        train` refuses a dataset made with ``shard`` there (TensorFlow would split its batches
+        again); ``shard`` is for processes that must feed their own rows (JAX over several
+        processes, loops of one's own).
         """
         import tensorflow as tf
 
@@ -122,9 +124,8 @@ class EpochBatches(keras.utils.PyDataset):
         # data, and that failed step still advances the optimizer's step counter.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
         options = tf.data.Options()
-        policy = tf.data.experimental.AutoShardPolicy
-        options.experimental_distribute.auto_shard_policy = (policy.DATA if self.shard is None
-                                                             else policy.OFF)
+        by_data = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = by_data
         return dataset.with_options(options)
 
 

@@ -89,6 +89,7 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
         raise ValueError("compile the model (loss and optimizer) before train()")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    _check_data(train_data)
     worker = worker_index()
     own_dir = worker_dir(work_dir, worker)
     with work_dir_lock(own_dir):
@@ -120,6 +121,22 @@ def train(model: keras.Model, train_data, epochs: int, work_dir: str,
         # (seed, epoch) itself.
         return model.fit(train_data, epochs=epochs, callbacks=steps,
                          validation_data=validation_data, verbose=verbose, shuffle=False)
+
+
+def _check_data(train_data) -> None:
+    """Refuse data ``fit`` would take and use wrongly, saying what to pass instead."""
+    if type(train_data).__module__.startswith("datasets."):
+        raise TypeError("train() takes batches, not a datasets table: wrap it in "
+                        "BucketedBatches(table, batch_size, collate, lengths=...) or, for an "
+                        "IterableDataset, StreamedBatches(table, batch_size, steps_per_epoch, "
+                        "collate)")
+    sharded = isinstance(train_data, EpochBatches) and train_data.shard is not None
+    if sharded and worker_count() > 1 and keras.backend.backend() == "tensorflow":
+        # Tried with auto-sharding off: two workers' half-batches left the one-process loss
+        # curve (docs/design-notes.md, Training).
+        raise ValueError("under TensorFlow's MultiWorkerMirroredStrategy, give every worker "
+                         "the whole batches (no shard=...): TensorFlow gives each worker its "
+                         "part of every batch itself")
 
 
 def record_run_settings(work_dir: str, filename: str, settings: dict) -> None:
