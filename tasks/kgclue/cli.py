@@ -17,7 +17,7 @@ from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_numbe
 from tasks.model_options import add_model_options, resolve_model_options
 
 
-def _questions(path, args=None):
+def _questions(path, args):
     from tasks.kgclue.data import read_questions
 
     result = read_questions(path, on_error=getattr(args, "on_error", "raise"),
