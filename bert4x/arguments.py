@@ -50,9 +50,9 @@ def add_column_option(parser, columns: str) -> None:
 
 
 def _column_pair(text: str):
-    from bert4x.training.tables import parse_column_mapping
+    from bert4x.training.tables import parse_column_pair
 
     try:
-        return next(iter(parse_column_mapping([text]).items()))
+        return parse_column_pair(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None

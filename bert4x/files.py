@@ -57,12 +57,11 @@ class LineCheckedText(io.TextIOWrapper):
         self.path, self.lines_read = os.fspath(path), 0
 
     def _checked(self, text: str) -> str:
-        where = not_utf8(text)
-        if where:
+        bad = _UNDECODED.search(text)
+        if bad:
             from bert4x.training.readers import DataError
-            bad = _UNDECODED.search(text).start()
-            line = self.lines_read + text.count("\n", 0, bad) + 1
-            where = not_utf8(text[text.rfind("\n", 0, bad) + 1:])
+            line = self.lines_read + text.count("\n", 0, bad.start()) + 1
+            where = not_utf8(text[text.rfind("\n", 0, bad.start()) + 1:])
             raise DataError(self.path, line, f"not UTF-8 text ({where}); save the file as UTF-8")
         self.lines_read += text.count("\n")
         return text

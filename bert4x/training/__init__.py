@@ -14,7 +14,7 @@ from bert4x.training.readers import (DataError, ReadResult, iter_records, number
 from bert4x.training.schedules import WarmupDecay
 from bert4x.training.streams import StreamedBatches, held_out_texts, text_stream
 from bert4x.training.tables import (TableColumns, is_table_source, load_table,
-                                    parse_column_mapping, tokenize_table)
+                                    parse_column_pair, tokenize_table)
 from bert4x.training.workers import worker_count, worker_index
 
 __all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError", "EpochBatches",
@@ -22,7 +22,7 @@ __all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError
            "ReplayableEpochs", "StreamedBatches", "TableColumns", "TrainingError",
            "WarmupDecay", "build_optimizer", "ema_weights", "held_out_texts",
            "is_table_source", "iter_records", "layerwise_multipliers", "load_table",
-           "model_parallel_layout", "numbered_lines", "parse_column_mapping",
+           "model_parallel_layout", "numbered_lines", "parse_column_pair",
            "plot_metrics", "read_metrics_log", "read_records", "read_run_settings",
            "read_text_lines", "record_run_settings", "sequence_padding",
            "split_by_length", "text_stream", "tokenize_table", "train", "work_dir_lock", "worker_count",

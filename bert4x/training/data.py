@@ -86,10 +86,6 @@ class EpochBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
-    def _local(self, batch: Sequence) -> Sequence:
-        """This worker's rows of a global batch: every ``count``-th from its index."""
-        return batch if self.shard is None else batch[self.shard[0]::self.shard[1]]
-
     def _collated(self, examples: List, index: int):
         if self.seeded_collate:
             return self.collate(examples, np.random.default_rng([self.seed, self.epoch, index]))
@@ -199,11 +195,13 @@ class BucketedBatches(EpochBatches):
         return self._sharded([batches[i] for i in rng.permutation(len(batches))])
 
     def _sharded(self, batches: List[np.ndarray]) -> List[np.ndarray]:
-        """Each worker's rows of every global batch; a last batch too small to give every
-        worker a row is dropped by all of them, so that they all run the same steps."""
+        """Each worker's rows of every global batch (every ``count``-th from its index); a last
+        batch too small to give every worker a row is dropped by all of them, so that they all
+        run the same steps."""
         if self.shard is None:
             return batches
-        return [self._local(batch) for batch in batches if len(batch) >= self.shard[1]]
+        index, count = self.shard
+        return [batch[index::count] for batch in batches if len(batch) >= count]
 
     def _slice(self, epoch: int) -> np.ndarray:
         """Examples ``[epoch * size, (epoch + 1) * size)`` of the endless permutation stream."""

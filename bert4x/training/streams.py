@@ -18,17 +18,19 @@ the workers, else every ``count``-th row of the shuffled stream), and forms its 
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from bert4x.training.data import EpochBatches
 from bert4x.training.readers import numbered_lines
+from bert4x.training.tables import load_table
 
 
 class StreamedBatches(EpochBatches):
-    """``steps_per_epoch`` padded batches an epoch from ``source`` (an ``IterableDataset``, or a
-    ``Dataset``, which is streamed), see the module's description.
+    """``steps_per_epoch`` padded batches an epoch from ``source`` (an ``IterableDataset``, or
+    any table :func:`~bert4x.training.tables.load_table` opens, streamed), see the module's
+    description.
 
     ``examples_of(row) -> iterable of examples`` (default: the row itself), ``length(example)``
     the size to bucket on, ``collate``/``seeded_collate``/``shard`` as for
@@ -42,10 +44,7 @@ class StreamedBatches(EpochBatches):
         super().__init__(batch_size, collate, seed, **kwargs)
         if steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
-        import datasets
-
-        self.source = (source.to_iterable_dataset() if isinstance(source, datasets.Dataset)
-                       else source)
+        self.source = load_table(source, streaming=True)
         self.steps_per_epoch = steps_per_epoch
         self.examples_of = examples_of or (lambda row: (row,))
         self.length = length
@@ -149,18 +148,19 @@ def text_stream(paths: Iterable[str], skip_every: Optional[int] = None) -> "data
 def held_out_texts(paths: Iterable[str], every: int, limit: int) -> List[str]:
     """Every ``every``-th line of each file (those :func:`text_stream` skips), at most
     ``limit`` of them in all: the evaluation texts, the only part of a corpus held in memory."""
-    texts = []
-    for path in paths:
-        for number, (_, line) in enumerate(numbered_lines(path)):
-            if number % every == 0:
-                texts.append(line)
-                if len(texts) == limit:
-                    return texts
-    return texts
+    held_out = (line for number, line in _texts_by_place(paths) if number % every == 0)
+    return list(itertools.islice(held_out, limit))
 
 
 def _file_texts(paths: List[str], skip_every: int):
+    for number, line in _texts_by_place(paths):
+        if not skip_every or number % skip_every:
+            yield {"text": line}
+
+
+def _texts_by_place(paths: Iterable[str]) -> Iterator[Tuple[int, str]]:
+    """``(place in its file from 0, text)`` for the non-blank lines of each file in turn: the
+    place decides whether a text is held out."""
     for path in paths:
-        for number, (_, line) in enumerate(numbered_lines(path)):
-            if not skip_every or number % skip_every:
-                yield {"text": line}
+        for place, (_, line) in enumerate(numbered_lines(path)):
+            yield place, line

@@ -129,15 +129,13 @@ def check_utf8(path, block: int = 1 << 24) -> None:
         pass
 
 
-def parse_column_mapping(items: Optional[Sequence[str]]) -> Dict[str, str]:
-    """``["sentence1=text_a", ...]`` (the ``--columns`` option) as ``{"sentence1": "text_a"}``."""
-    mapping = {}
-    for item in items or ():
-        ours, equals, theirs = item.partition("=")
-        if not equals or not ours.strip() or not theirs.strip():
-            raise ValueError(f"--columns takes NAME=COLUMN pairs, got {item!r}")
-        mapping[ours.strip()] = theirs.strip()
-    return mapping
+def parse_column_pair(item: str) -> Tuple[str, str]:
+    """``"sentence1=text_a"`` (one pair of the ``--columns`` option) as
+    ``("sentence1", "text_a")``: the task's column name, then the table's."""
+    ours, equals, theirs = item.partition("=")
+    if not equals or not ours.strip() or not theirs.strip():
+        raise ValueError(f"--columns takes NAME=COLUMN pairs, got {item!r}")
+    return ours.strip(), theirs.strip()
 
 
 @dataclasses.dataclass(frozen=True)
