@@ -56,9 +56,8 @@ from bert4x import build_transformer_model
 from bert4x.arguments import positive_number, whole_number
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
 from bert4x.training import (BucketedBatches, DataError, StreamedBatches, WarmupDecay,
-                             build_optimizer,
-                             held_out_texts, read_metrics_log, sequence_padding, text_stream,
-                             train)
+                             build_optimizer, held_out_texts, read_metrics_log,
+                             sequence_padding, text_stream, train)
 from pretrained import CHINESE_BERT_VOCAB
 
 MODEL_CONFIG = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
