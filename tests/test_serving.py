@@ -324,13 +324,17 @@ def test_hostile_traffic_gets_4xx_the_server_serves_on_and_memory_returns(server
                 connection.close()
 
     # The first round raises the high-water mark (about 23 MB: connection buffers, allocator
-    # arenas, and on JAX the compiled shape of the real request); later rounds must not add up.
+    # arenas, and on JAX the compiled shape of the real request). After it, a leak adds memory
+    # in every round, while a busy machine can lift the high-water mark once more in one round
+    # (CI once saw +16 MB over two rounds). So the typical round, the median of four, must add
+    # under 6 MB: that catches a leak of 12 KB per request, and the 1 MB bodies are 29 per round.
     round_of_hostility()
-    before = resident_mb(process.pid)
-    round_of_hostility()
-    round_of_hostility()
-    after = resident_mb(process.pid)
-    assert after - before < 16, (before, after)  # seen: +0.6 (TF), +1.9 (torch), +5.2 MB (JAX)
+    resident = [resident_mb(process.pid)]
+    for _ in range(4):
+        round_of_hostility()
+        resident.append(resident_mb(process.pid))
+    added = np.diff(resident)
+    assert np.median(added) < 6, resident  # seen: under 1 MB a round on each backend
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
