@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
+from bert4x.generation.entropy import normalize_entropy
 from bert4x.generation.runners import (
     CachedRunner, EncoderDecoderFullRunner, EncoderDecoderRunner, FullRunner, compile_function,
 )
@@ -134,11 +135,15 @@ class SearchAlgorithms:
 
     def sample(self, prefix: Sequence[int], num_samples: int = 1, temperature: float = 1.0,
                top_k: Optional[int] = None, top_p: Optional[float] = None, seed=None,
-               constraint=None, score_fn: Optional[Callable] = None) -> List[Hypothesis]:
+               constraint=None, score_fn: Optional[Callable] = None,
+               entropy: Optional[float] = None) -> List[Hypothesis]:
         """``num_samples`` independent samples from the (filtered, tempered) distribution.
 
         ``top_k`` keeps the k best tokens, ``top_p`` the smallest set whose probability reaches
         p; ``seed`` makes the draw reproducible. ``log_prob`` sums the untempered step scores.
+        ``entropy`` (nats) replaces the fixed temperature by the one that gives each step's
+        top-k candidates that entropy (:mod:`bert4x.generation.entropy`): as spread when the
+        model is sure as when it is not. top-p then cuts that distribution.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -148,6 +153,11 @@ class SearchAlgorithms:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if entropy is not None and temperature != 1.0:
+            raise ValueError("give a temperature or a target entropy, not both: the entropy "
+                             "sets the temperature of each step")
+        if entropy is not None and not (np.isfinite(entropy) and entropy >= 0):
+            raise ValueError(f"entropy must be a finite number of nats >= 0, got {entropy}")
         rng = np.random.default_rng(seed)
         log_probs = self._start(prefix)[[0] * num_samples]
         rows = list(range(num_samples))  # the samples still running, in runner order
@@ -163,7 +173,7 @@ class SearchAlgorithms:
                 if complete[position]:
                     done[row] = True
                     continue
-                token = _draw(scores[position], temperature, top_k, top_p, rng)
+                token = _draw(scores[position], temperature, top_k, top_p, entropy, rng)
                 generated[row].append(token)
                 totals[row] += scores[position, token]
                 if self._ended(generated[row]):
@@ -294,15 +304,19 @@ def _top_indices(values: np.ndarray, count: int) -> np.ndarray:
     return candidates[np.argsort(-values[candidates], kind="stable")][:count]
 
 
-def _draw(scores, temperature, top_k, top_p, rng) -> int:
-    """One token from softmax(scores / temperature) after top-k and top-p filtering."""
+def _draw(scores, temperature, top_k, top_p, entropy, rng) -> int:
+    """One token from softmax(scores / temperature), or from the power of softmax(scores) whose
+    entropy is ``entropy``, over the top-k candidates, then cut to top-p."""
     logits = scores / temperature
     order = np.argsort(-logits, kind="stable")
     order = order[np.isfinite(logits[order])]
     if top_k is not None:
         order = order[:top_k]
-    probs = np.exp(logits[order] - logits[order[0]])
-    probs /= probs.sum()
+    if entropy is None:
+        probs = np.exp(logits[order] - logits[order[0]])
+        probs /= probs.sum()
+    else:
+        probs = normalize_entropy(logits[order], entropy)
     if top_p is not None:
         keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1
         order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
