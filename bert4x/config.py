@@ -70,7 +70,8 @@ _FIXED_KEYS = {
 
 #: Allowed values of the research options; "auto" RoPE means the model family's own choice.
 RESEARCH_CHOICES = {"rope": ("auto", "1d", "2d", None),
-                    "attention_scale": ("auto", "sqrt", "entropy_invariant")}
+                    "attention_scale": ("auto", "sqrt", "entropy_invariant"),
+                    "initializer": ("auto", "xavier", "depth_scaled", "dimension_averaged")}
 #: Research options and their plain-Transformer values (what HF checkpoints can express).
 RESEARCH_DEFAULTS = {"rope": "auto", "attention_scale": "auto", "talking_heads": False,
                      "residual_attention_scores": False, "chunk_size": None}
@@ -129,6 +130,10 @@ class TransformerConfig:
     talking_heads: bool = False
     residual_attention_scores: bool = False
     chunk_size: Optional[int] = None
+    #: How new weights start (bert4x.initializers): "auto" is the family's own (truncated
+    #: normal of initializer_range; Xavier inside GAU units). It does not change a trained
+    #: model, so HF export ignores it.
+    initializer: str = "auto"
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -151,9 +156,10 @@ class TransformerConfig:
         if self.rope not in RESEARCH_CHOICES["rope"]:
             raise ConfigError(f"config key 'rope' must be one of {RESEARCH_CHOICES['rope']}, "
                               f"got {self.rope!r}")
-        if self.attention_scale not in RESEARCH_CHOICES["attention_scale"]:
-            raise ConfigError("config key 'attention_scale' must be one of "
-                              f"{RESEARCH_CHOICES['attention_scale']}, got {self.attention_scale!r}")
+        for name in ("attention_scale", "initializer"):
+            if getattr(self, name) not in RESEARCH_CHOICES[name]:
+                raise ConfigError(f"config key {name!r} must be one of {RESEARCH_CHOICES[name]}, "
+                                  f"got {getattr(self, name)!r}")
         for name in ("talking_heads", "residual_attention_scores"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config key {name!r} must be true or false, "

@@ -83,3 +83,76 @@ def test_sampling_at_a_target_entropy_draws_every_step_at_that_entropy(monkeypat
         decoder.sample([2, 5, 7], temperature=0.7, entropy=1.5)
     with pytest.raises(ValueError, match="entropy must be"):
         decoder.sample([2, 5, 7], entropy=float("nan"))
+
+
+# Initialisation of non-square matrices ----------------------------------------------------------
+#: A linear stack that returns to its starting width: d → 4d → d → d/4 → d.
+WIDTHS = [256, 1024, 256, 64, 256]
+
+
+def second_moment_gains(initializer, widths, rng):
+    """Each layer's gain of the mean square going forward (activations) and backward
+    (gradients), measured on Gaussian inputs through kernels drawn by ``initializer``."""
+    kernels = [np.asarray(initializer((m, n)), dtype="float64")
+               for m, n in zip(widths, widths[1:])]
+    forward, backward = [], []
+    x = rng.normal(size=(2048, widths[0]))
+    for kernel in kernels:
+        y = x @ kernel
+        forward.append(np.mean(y**2) / np.mean(x**2))
+        x = y
+    g = rng.normal(size=(2048, widths[-1]))
+    for kernel in reversed(kernels):
+        h = g @ kernel.T
+        backward.append(np.mean(h**2) / np.mean(g**2))
+        g = h
+    return np.array(forward), np.array(backward[::-1])
+
+
+def test_dimension_averaged_init_balances_forward_and_backward_where_xavier_loses_both():
+    from bert4x.initializers import DimensionAveraged
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    fans = np.array(list(zip(WIDTHS, WIDTHS[1:])), dtype="float64")
+    m, n = fans[:, 0], fans[:, 1]
+    forward, backward = second_moment_gains(DimensionAveraged(), WIDTHS, rng)
+    np.testing.assert_allclose(forward, np.sqrt(m / n), rtol=0.05)
+    np.testing.assert_allclose(backward, np.sqrt(n / m), rtol=0.05)
+    np.testing.assert_allclose(forward * backward, 1.0, rtol=0.05)
+    assert np.prod(forward) == pytest.approx(1.0, rel=0.1)
+    assert np.prod(backward) == pytest.approx(1.0, rel=0.1)
+    # Xavier (the arithmetic mean) on the same stack: each layer's two gains multiply to
+    # 4mn/(m+n)² = 0.64, and the stack keeps about 41% of each moment.
+    forward, backward = second_moment_gains(keras.initializers.GlorotNormal(), WIDTHS, rng)
+    np.testing.assert_allclose(forward * backward, 4 * m * n / (m + n) ** 2, rtol=0.05)
+    assert np.prod(forward) == pytest.approx(np.prod(2 * m / (m + n)), rel=0.1)
+    assert np.prod(forward) < 0.45 and np.prod(backward) < 0.45
+
+
+INIT_CONFIG = dict(vocab_size=100, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                   intermediate_size=256)
+
+
+@pytest.mark.parametrize("family,kernel", [
+    ("bert", "Transformer-0-FeedForward/intermediate/kernel"),
+    ("roformer_v2", "Transformer-1-FeedForward/output/kernel"),
+    ("gau_alpha", "Transformer-0-GatedAttentionUnit/i_dense/kernel"),
+])
+@pytest.mark.parametrize("initializer", ["auto", "xavier", "depth_scaled", "dimension_averaged"])
+def test_the_initializer_option_sets_each_kernels_variance(family, kernel, initializer):
+    keras.utils.set_random_seed(0)
+    model = build_transformer_model(INIT_CONFIG, model=family, initializer=initializer)
+    weights = {w.path: np.asarray(w, dtype="float64") for w in model.weights}
+    m, n = weights[kernel].shape
+    layers = INIT_CONFIG["num_hidden_layers"]
+    # 0.7737: the variance left of a unit normal cut at ±2 (Keras TruncatedNormal).
+    expected = {"auto": 2 / (m + n) if family == "gau_alpha" else 0.02**2 * 0.7737,
+                "xavier": 2 / (m + n), "depth_scaled": 1 / (m * layers),
+                "dimension_averaged": 1 / np.sqrt(m * n)}[initializer]
+    assert weights[kernel].var() == pytest.approx(expected, rel=0.06)
+    # Embedding tables keep the family's truncated normal, except under RoFormer-V2's rule,
+    # which reads a 100-row table's fan from its rows, as bert4keras does.
+    table = weights["Embedding-Token/embeddings"]
+    expected = 1 / (100 * layers) if initializer == "depth_scaled" else 0.02**2 * 0.7737
+    assert table.var() == pytest.approx(expected, rel=0.06)

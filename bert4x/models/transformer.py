@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from bert4x.config import GAU_FAMILIES, TransformerConfig
+from bert4x.initializers import DepthScaled, DimensionAveraged
 from bert4x.layers import activations
 from bert4x.layers import (
     APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit,
@@ -126,6 +127,24 @@ class Transformer:
     # Pieces shared by the families -----------------------------------------------------------
     @property
     def initializer(self):
+        """Kernels' initializer: the config's ``initializer`` option, or the family's own
+        truncated normal of ``initializer_range`` ("auto")."""
+        choice = self.config.initializer
+        if choice == "xavier":
+            return keras.initializers.GlorotUniform()
+        if choice == "dimension_averaged":
+            return DimensionAveraged()
+        if choice == "depth_scaled":
+            return DepthScaled(self.config.num_hidden_layers)
+        return keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
+
+    @property
+    def embeddings_initializer(self):
+        """Embedding tables: a lookup reads one row and sums nothing, so the fan rules of
+        kernels do not fit them. Only RoFormer-V2's depth-scaled rule, which has its own fan
+        rule for tables, covers them, as in bert4keras."""
+        if self.config.initializer == "depth_scaled":
+            return self.initializer
         return keras.initializers.TruncatedNormal(stddev=self.config.initializer_range)
 
     def make(self, layer_class, name, **kwargs):
@@ -246,13 +265,13 @@ class Transformer:
         cfg = self.config
         self.token_embedding = self.make(
             TokenEmbedding, "Embedding-Token", input_dim=cfg.vocab_size,
-            output_dim=cfg.embedding_dim, embeddings_initializer=self.initializer,
+            output_dim=cfg.embedding_dim, embeddings_initializer=self.embeddings_initializer,
             mask_zero=self.padding_mask)
         x = self.token_embedding(token_ids)
         if cfg.type_vocab_size:
             s = self.make(TokenEmbedding, "Embedding-Segment", input_dim=cfg.type_vocab_size,
                           output_dim=cfg.embedding_dim,
-                          embeddings_initializer=self.initializer)(segment_ids)
+                          embeddings_initializer=self.embeddings_initializer)(segment_ids)
             x = self.make(EmbeddingSum, "Embedding-Token-Segment")([x, s])
         return x
 
@@ -269,7 +288,7 @@ class Transformer:
         cfg = self.config
         return self.make(PositionEmbedding, "Embedding-Position",
                          input_dim=cfg.max_position_embeddings, output_dim=cfg.embedding_dim,
-                         embeddings_initializer=self.initializer,
+                         embeddings_initializer=self.embeddings_initializer,
                          )(x, positions=None if self.cache is None else self.cache.positions)
 
     def map_embeddings(self, x):
@@ -447,7 +466,15 @@ class GAUAlpha(RoFormerV2):
             units=cfg.intermediate_size, key_size=cfg.key_size or 128,
             activation=cfg.activation, use_bias=self.use_bias, normalization=self.normalization,
             attention_scale=self.attention_scale, rope=self.rope == "1d",
-            attention_dropout=cfg.attention_probs_dropout_prob, **options)
+            attention_dropout=cfg.attention_probs_dropout_prob, **self.unit_initializer,
+            **options)
+
+    @property
+    def unit_initializer(self):
+        """Units keep their own Xavier init unless an ``initializer`` option is chosen."""
+        if self.config.initializer == "auto":
+            return {}
+        return {"kernel_initializer": self.initializer}
 
     def cache_shapes(self):
         return (self.config.key_size or 128,), (self.config.intermediate_size,)
@@ -697,7 +724,7 @@ class T5(Transformer):
                          heads=cfg.num_attention_heads,
                          num_buckets=cfg.relative_attention_num_buckets,
                          max_distance=cfg.relative_attention_max_distance,
-                         bidirectional=bidirectional, embeddings_initializer=self.initializer)
+                         bidirectional=bidirectional, embeddings_initializer=self.embeddings_initializer)
 
     def build(self) -> keras.Model:
         self._reset()
@@ -724,7 +751,7 @@ class T5(Transformer):
         if self.token_embedding is None:
             self.token_embedding = self.make(
                 TokenEmbedding, "Embedding-Token", input_dim=cfg.vocab_size,
-                output_dim=cfg.hidden_size, embeddings_initializer=self.initializer)
+                output_dim=cfg.hidden_size, embeddings_initializer=self.embeddings_initializer)
         return self.token_embedding(token_ids)
 
     def apply_encoder(self, token_ids, mask):
