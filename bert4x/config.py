@@ -70,11 +70,12 @@ _FIXED_KEYS = {
 
 #: Allowed values of the research options; "auto" RoPE means the model family's own choice.
 RESEARCH_CHOICES = {"rope": ("auto", "1d", "2d", None),
-                    "attention_scale": ("auto", "sqrt", "entropy_invariant"),
+                    "attention_scale": ("auto", "sqrt", "entropy_invariant", "log_n"),
                     "initializer": ("auto", "xavier", "depth_scaled", "dimension_averaged")}
 #: Research options and their plain-Transformer values (what HF checkpoints can express).
 RESEARCH_DEFAULTS = {"rope": "auto", "attention_scale": "auto", "talking_heads": False,
-                     "residual_attention_scores": False, "chunk_size": None}
+                     "residual_attention_scores": False, "chunk_size": None,
+                     "rope_base": 10000.0, "rope_ntk_factor": 1.0}
 #: Families built from gated attention units (no multi-head attention, no feed-forward).
 GAU_FAMILIES = ("gau_alpha", "flash")
 #: GAU-α's config spells the attention normalisation; "softmax_plus" is the entropy-invariant
@@ -134,6 +135,12 @@ class TransformerConfig:
     #: normal of initializer_range; Xavier inside GAU units). It does not change a trained
     #: model, so HF export ignores it.
     initializer: str = "auto"
+    #: Length extrapolation: the RoPE base and its NTK-aware stretch for inputs
+    #: ``rope_ntk_factor`` times longer than in training (bert4x.layers.rotary.ntk_scaled_base),
+    #: and the length L at which the entropy-invariant and log-n scales equal 1/sqrt(d).
+    rope_base: float = 10000.0
+    rope_ntk_factor: float = 1.0
+    attention_scale_length: int = 512
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -166,6 +173,13 @@ class TransformerConfig:
                                   f"got {getattr(self, name)!r}")
         if self.chunk_size is not None:
             _require_int("chunk_size", self.chunk_size, minimum=1)
+        _require_int("attention_scale_length", self.attention_scale_length, minimum=2)
+        for name, minimum, strict in (("rope_base", 1.0, True), ("rope_ntk_factor", 1.0, False)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (value > minimum if strict else value >= minimum):
+                raise ConfigError(f"config key {name!r} must be a number "
+                                  f"{'>' if strict else '>='} {minimum:g}, got {value!r}")
         if self.num_decoder_layers is not None:
             _require_int("num_decoder_layers", self.num_decoder_layers, minimum=1)
         for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):

@@ -28,12 +28,12 @@ def layer_norm(x, weights, name, eps, centred):
     return x
 
 
-def rope(x, positions=None):
-    """Rotate each (2i, 2i+1) pair of x [n, heads, d] by position * 10000^(-2i/d), written as a
+def rope(x, positions=None, base=10000.0):
+    """Rotate each (2i, 2i+1) pair of x [n, heads, d] by position * base^(-2i/d), written as a
     complex multiplication, independently of bert4x's real-valued implementation."""
     n, _, d = x.shape
     positions = np.arange(n) if positions is None else positions
-    theta = 10000.0 ** (-np.arange(d // 2) * 2.0 / d)
+    theta = base ** (-np.arange(d // 2) * 2.0 / d)
     rotation = np.exp(1j * positions[:, None] * theta[None, :])[:, None, :]
     z = (x[..., 0::2] + 1j * x[..., 1::2]) * rotation
     out = np.empty_like(x)
@@ -60,11 +60,16 @@ def attention_probabilities(scores, allowed, options, layer):
 
 
 def scale_factor(allowed, key_size, options):
-    """1/sqrt(d), times log(max(n, 16))/log(512) per query with the entropy-invariant scale."""
+    """1/sqrt(d), times log(max(n, 16))/log(L) per query with the entropy-invariant scale, or
+    max(1, log(n)/log(L)) with the log-n scale; L is ``scale_length`` (512)."""
     scale = 1 / np.sqrt(key_size)
+    length = options.get("scale_length", 512)
     if options.get("entropy_invariant"):
         attended = np.maximum(allowed.sum(-1, keepdims=True), 16)
-        scale = scale * np.log(attended) / np.log(512)
+        scale = scale * np.log(attended) / np.log(length)
+    if options.get("log_n"):
+        attended = allowed.sum(-1, keepdims=True)
+        scale = scale * np.maximum(np.log(attended) / np.log(length), 1.0)
     return scale
 
 
@@ -98,8 +103,9 @@ def encode(weights, token_ids, segment_ids, family, heads, key_size, head_size, 
         v = dense(x, weights, f"{prefix}/attention/self/value").reshape(n, heads, head_size)
         if options.get("positions_2d") is not None:
             q, k = rope_2d(q, options["positions_2d"]), rope_2d(k, options["positions_2d"])
-        elif family != "bert":
-            q, k = rope(q), rope(k)
+        elif family != "bert" or options.get("rope_base"):
+            base = options.get("rope_base") or 10000.0
+            q, k = rope(q, base=base), rope(k, base=base)
         allowed = np.tril(np.ones((n, n), bool)) if causal else np.ones((n, n), bool)
         scores = np.einsum("qhd,khd->hqk", q, k) * scale_factor(allowed, key_size, options)
         if options.get("residual_scores") and layer > 0:

@@ -26,7 +26,15 @@ OPTION_SETS = {
                          attention_scale="entropy_invariant"),
     "all_composed_2d": dict(talking_heads=True, residual_attention_scores=True,
                             attention_scale="entropy_invariant", rope="2d"),
+    # Length extrapolation, anchored at 16 tokens so that the 23- and 40-token rows pass it.
+    "log_n": dict(attention_scale="log_n", attention_scale_length=16),
+    "entropy_at_16": dict(attention_scale="entropy_invariant", attention_scale_length=16),
+    "ntk": dict(rope="1d", rope_ntk_factor=4.0),
+    "ntk_log_n": dict(rope="1d", rope_base=500.0, rope_ntk_factor=8.0, attention_scale="log_n",
+                      attention_scale_length=16),
 }
+#: The RoPE base each option set rotates with: base · factor^(d/(d−2)), d = 8 (key size).
+NTK_BASES = {"ntk": 10000.0 * 4.0 ** (8 / 6), "ntk_log_n": 500.0 * 8.0 ** (8 / 6)}
 
 
 def grid_positions(batch, length, seed):
@@ -78,7 +86,10 @@ def test_options_match_numpy_formulas(family, options, application, tmp_path):
         inputs, verbose=0)
     numpy_options = dict(talking_heads=mixing or None,
                          residual_scores=overrides.get("residual_attention_scores", False),
-                         entropy_invariant=overrides.get("attention_scale") == "entropy_invariant")
+                         entropy_invariant=overrides.get("attention_scale") == "entropy_invariant",
+                         log_n=overrides.get("attention_scale") == "log_n",
+                         scale_length=overrides.get("attention_scale_length", 512),
+                         rope_base=NTK_BASES.get(options))
     for row, length in enumerate(LENGTHS):
         if positions is not None:
             numpy_options["positions_2d"] = positions[row, :length]

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bert4x import build_transformer_model
+from bert4x import CheckpointError, ConfigError, build_transformer_model
 from bert4x.generation import AutoRegressiveDecoder, decoding
 from bert4x.generation.entropy import entropy, entropy_power, normalize_entropy
+from bert4x.layers import GatedAttentionUnit, MultiHeadAttention
 
 
 # Entropy normalisation -------------------------------------------------------------------------
@@ -156,3 +157,70 @@ def test_the_initializer_option_sets_each_kernels_variance(family, kernel, initi
     table = weights["Embedding-Token/embeddings"]
     expected = 1 / (100 * layers) if initializer == "depth_scaled" else 0.02**2 * 0.7737
     assert table.var() == pytest.approx(expected, rel=0.06)
+
+
+# Length extrapolation: NTK-aware RoPE base and the log-n scale -------------------------------
+@pytest.mark.parametrize("dim,factor", [(8, 4.0), (64, 8.0), (128, 2.5)])
+def test_ntk_base_keeps_the_fastest_rotation_and_slows_the_slowest_by_the_factor(dim, factor):
+    from bert4x.layers.rotary import ntk_scaled_base, rotary_frequencies
+
+    plain = rotary_frequencies(dim)
+    stretched = rotary_frequencies(dim, ntk_scaled_base(10000.0, factor, dim))
+    assert stretched[0] == plain[0] == 1.0
+    assert stretched[-1] == pytest.approx(plain[-1] / factor, rel=1e-12)
+    # In between, frequency i is divided by factor^(2i/(d−2)): less the faster it turns.
+    ratios = plain / stretched
+    np.testing.assert_allclose(ratios, factor ** (np.arange(dim // 2) * 2 / (dim - 2)),
+                               rtol=1e-12)
+
+
+def unit_pair(layer_class, scales, **options):
+    """Layers of the same weights differing only in their attention scale."""
+    x = np.random.default_rng(0).normal(size=(1, 96, 16)).astype("float32")
+    layers = [layer_class(attention_scale=scale, name=f"unit_{scale}", **options)
+              for scale in scales]
+    for layer in layers:
+        layer.build(x.shape)
+    for layer in layers[1:]:
+        layer.set_weights(layers[0].get_weights())
+    return x, layers
+
+
+@pytest.mark.parametrize("unit", ["attention", "gau"])
+def test_log_n_scale_is_the_plain_scale_up_to_its_length_and_entropy_invariant_past_it(unit):
+    if unit == "attention":
+        x, (plain, log_n, entropy_invariant) = unit_pair(
+            lambda **kw: MultiHeadAttention(2, 8, rope="1d", **kw),
+            ["sqrt", "log_n", "entropy_invariant"], scale_length=32)
+    else:
+        x, (plain, log_n, entropy_invariant) = unit_pair(
+            lambda **kw: GatedAttentionUnit(units=24, key_size=8, **kw),
+            ["sqrt", "log_n", "entropy_invariant"], scale_length=32)
+
+    def run(layer, keys):
+        mask = np.zeros((1, 1, 1, 96), bool)
+        mask[..., :keys] = True
+        mask = mask if unit == "attention" else mask[:, 0]
+        return keras.ops.convert_to_numpy(layer(x, attention_mask=mask))
+
+    for keys in (20, 32):  # within the length: exactly the plain scale
+        np.testing.assert_allclose(run(log_n, keys), run(plain, keys), atol=1e-6)
+    for keys in (48, 96):  # past it: log(n)/log(32), as the entropy-invariant scale there
+        np.testing.assert_allclose(run(log_n, keys), run(entropy_invariant, keys), atol=1e-5)
+        assert np.abs(run(log_n, keys) - run(plain, keys)).max() > 1e-4
+
+
+def test_length_options_refuse_what_they_cannot_mean():
+    config = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=20)
+    with pytest.raises(ConfigError, match="'rope_ntk_factor' must be a number >= 1"):
+        build_transformer_model(config, model="roformer", rope_ntk_factor=0.5)
+    with pytest.raises(ConfigError, match="'attention_scale_length' must be an integer"):
+        build_transformer_model(config, model="roformer", attention_scale_length=1)
+    with pytest.raises(ValueError, match="built without RoPE"):
+        build_transformer_model(config, model="bert", rope_ntk_factor=2.0)
+    with pytest.raises(ValueError, match="log-n scale belongs to softmax attention"):
+        build_transformer_model(config, model="flash", attention_scale="log_n")
+    with pytest.raises(CheckpointError, match="rope_ntk_factor"):
+        build_transformer_model(config, model="roformer", rope_ntk_factor=2.0,
+                                return_keras_model=False).export_huggingface("unused")

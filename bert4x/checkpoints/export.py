@@ -72,7 +72,8 @@ def hf_config(config: TransformerConfig, model_name: str, head: str = "model") -
     }
     for key, value in config.to_dict().items():
         if key not in ("head_size", "key_size", "embedding_size", "max_relative_position",
-                       "initializer", *_T5_FIELDS, *RESEARCH_DEFAULTS):
+                       "initializer", "attention_scale_length", *_T5_FIELDS,
+                       *RESEARCH_DEFAULTS):
             values[key] = value
     if model_name in _HF_EMBEDDING_SIZE:
         values["embedding_size"] = config.embedding_dim

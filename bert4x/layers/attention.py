@@ -2,9 +2,13 @@
 
 * ``key_size`` (Q/K per head) apart from ``head_size`` (V per head): the low-rank-bottleneck knob.
 * ``rope``: rotary positions, ``"1d"`` (token index) or ``"2d"`` ((x, y) given per token).
-* ``attention_scale="entropy_invariant"``: logits scaled by log(n)/log(512)/sqrt(key_size), n the
-  number of keys each query may attend to (at least 16, as bert4keras' ``softmax_plus``), so the
-  attention entropy stays put when inputs are longer than in training.
+* ``attention_scale="entropy_invariant"``: logits scaled by log(n)/log(L)/sqrt(key_size), n the
+  number of keys each query may attend to (at least 16, as bert4keras' ``softmax_plus``) and L
+  the ``scale_length`` (512), so the attention entropy stays put when inputs are longer than in
+  training. ``"log_n"`` is its form for a model trained with the plain scale: the factor is
+  max(1, log(n)/log(L)), 1 up to the training length L and growing only past it.
+* ``rope_base``: the base of the rotary frequencies (10000; larger for NTK-aware scaling, see
+  :func:`~bert4x.layers.rotary.ntk_scaled_base`).
 * ``talking_heads``: learned h×h mixing of the heads' logits before the softmax and of their
   probabilities after it (Shazeer et al. 2020); both start as the identity.
 * ``residual_scores`` (RealFormer): the layer adds the previous layer's pre-softmax scores to its
@@ -32,16 +36,35 @@ def write_cache(cache, new, index):
 MASKED_LOGIT = -1e9
 ROPES = (None, "1d", "2d")
 #: "none" leaves logits unscaled: T5 folds the 1/√d into its initialisation.
-SCALES = ("sqrt", "entropy_invariant", "none")
+SCALES = ("sqrt", "entropy_invariant", "log_n", "none")
 #: Training length the entropy-invariant scale is anchored to, and its floor on the key count.
 ENTROPY_BASE_LENGTH = 512
 ENTROPY_MIN_KEYS = 16
 
 
-def entropy_invariant_factor(attended):
-    """log(max(n, 16)) / log(512) for key counts ``n`` (1 at n = 512)."""
+def entropy_invariant_factor(attended, length=ENTROPY_BASE_LENGTH):
+    """log(max(n, 16)) / log(length) for key counts ``n`` (1 at n = length)."""
     attended = ops.maximum(ops.cast(attended, "float32"), float(ENTROPY_MIN_KEYS))
-    return ops.log(attended) / math.log(ENTROPY_BASE_LENGTH)
+    return ops.log(attended) / math.log(length)
+
+
+def check_length_options(rope_base, scale_length):
+    """Refuse a RoPE base or a scale anchor length that no formula can use."""
+    if not rope_base > 1:
+        raise ValueError(f"rope_base must be > 1, got {rope_base!r}")
+    if int(scale_length) != scale_length or scale_length < 2:
+        raise ValueError(f"scale_length must be an integer >= 2, got {scale_length!r}")
+
+
+def length_factor(attention_scale, attended, length):
+    """What the 1/√d scale is multiplied by for ``attended`` keys [..., 1]: the entropy-
+    invariant factor, its log-n form max(1, log n / log length), or None for the plain scale."""
+    if attention_scale == "entropy_invariant":
+        return entropy_invariant_factor(attended, length)
+    if attention_scale == "log_n":
+        attended = ops.maximum(ops.cast(attended, "float32"), 1.0)
+        return ops.maximum(ops.log(attended) / math.log(length), 1.0)
+    return None
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -69,7 +92,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def __init__(self, heads, head_size, key_size=None, out_dim=None, use_bias=True,
                  attention_dropout=0.0, rope=None, attention_scale="sqrt", talking_heads=False,
-                 residual_scores=False, kernel_initializer="glorot_uniform", **kwargs):
+                 residual_scores=False, kernel_initializer="glorot_uniform", rope_base=10000.0,
+                 scale_length=ENTROPY_BASE_LENGTH, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True  # keeps the padding mask of its query
         rope = {True: "1d", False: None}.get(rope, rope)
@@ -77,6 +101,7 @@ class MultiHeadAttention(keras.layers.Layer):
             raise ValueError(f"rope must be one of {ROPES}, got {rope!r}")
         if attention_scale not in SCALES:
             raise ValueError(f"attention_scale must be one of {SCALES}, got {attention_scale!r}")
+        check_length_options(rope_base, scale_length)
         self.heads = heads
         self.head_size = head_size
         self.key_size = key_size or head_size
@@ -88,7 +113,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.attention_dropout = attention_dropout
         self.rope = rope
+        self.rope_base = float(rope_base)
         self.attention_scale = attention_scale
+        self.scale_length = int(scale_length)
         self.talking_heads = talking_heads
         self.residual_scores = residual_scores
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -126,11 +153,12 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _rotate(self, x, positions):
         if self.rope == "1d":
-            return apply_rotary(x, ops.arange(ops.shape(x)[1]) if positions is None else positions)
+            positions = ops.arange(ops.shape(x)[1]) if positions is None else positions
+            return apply_rotary(x, positions, self.rope_base)
         if positions is None:
             raise ValueError(f"{self.name}: rope='2d' needs positions, an (x, y) pair per token "
                              "([batch, n, 2])")
-        return apply_rotary_2d(x, positions)
+        return apply_rotary_2d(x, positions, self.rope_base)
 
     def _scale(self, logits, attention_mask):
         if self.attention_scale == "none":
@@ -142,7 +170,7 @@ class MultiHeadAttention(keras.layers.Layer):
             attended = ops.shape(logits)[-1]
         else:
             attended = ops.sum(ops.cast(attention_mask, "float32"), axis=-1, keepdims=True)
-        return logits * (scale * entropy_invariant_factor(attended))
+        return logits * (scale * length_factor(self.attention_scale, attended, self.scale_length))
 
     def _mix_heads(self, x, mixing):
         # [b, h, q, k] -> [b, g, q, k]: out[g] = sum_h x[h] * mixing[h, g]
@@ -215,7 +243,9 @@ class MultiHeadAttention(keras.layers.Layer):
             "use_bias": self.use_bias,
             "attention_dropout": self.attention_dropout,
             "rope": self.rope,
+            "rope_base": self.rope_base,
             "attention_scale": self.attention_scale,
+            "scale_length": self.scale_length,
             "talking_heads": self.talking_heads,
             "residual_scores": self.residual_scores,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -20,10 +20,14 @@ The quadratic unit decodes incrementally with a cache of its keys K and values V
 import keras
 from keras import ops
 
-from bert4x.layers.attention import MASKED_LOGIT, entropy_invariant_factor, write_cache
+from bert4x.layers.attention import (
+    ENTROPY_BASE_LENGTH, MASKED_LOGIT, check_length_options, length_factor, write_cache,
+)
 from bert4x.layers.rotary import apply_rotary
 
 NORMALIZATIONS = ("softmax", "relu2")
+#: The scales a unit knows (no "none": a unit always divides by sqrt(key_size)).
+UNIT_SCALES = ("sqrt", "entropy_invariant", "log_n")
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -63,7 +67,8 @@ class GatedAttentionUnit(keras.layers.Layer):
     def __init__(self, units, key_size=128, activation="silu", use_bias=True,
                  normalization="softmax", attention_scale="sqrt", rope=True,
                  attention_dropout=0.0, chunk_size=None, causal=False,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", rope_base=10000.0,
+                 scale_length=ENTROPY_BASE_LENGTH, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True  # keeps the padding mask of its query
         if normalization not in NORMALIZATIONS:
@@ -72,9 +77,14 @@ class GatedAttentionUnit(keras.layers.Layer):
         if chunk_size is not None and (normalization != "relu2" or chunk_size < 1):
             raise ValueError("mixed-chunk attention (chunk_size) needs normalization='relu2' "
                              f"and a positive chunk size, got {normalization!r}, {chunk_size!r}")
+        if attention_scale not in UNIT_SCALES:
+            raise ValueError(f"attention_scale must be one of {UNIT_SCALES}, "
+                             f"got {attention_scale!r}")
         if normalization == "relu2" and attention_scale != "sqrt":
-            raise ValueError("the entropy-invariant scale belongs to softmax attention; "
-                             "relu² attention is normalised by the key count instead")
+            scale = attention_scale.replace("_", "-")
+            raise ValueError(f"the {scale} scale belongs to softmax attention; relu² attention "
+                             "is normalised by the key count instead")
+        check_length_options(rope_base, scale_length)
         if rope and key_size % 2:
             raise ValueError(f"RoPE needs an even key_size, got {key_size}")
         self.units = units
@@ -84,6 +94,8 @@ class GatedAttentionUnit(keras.layers.Layer):
         self.normalization = normalization
         self.attention_scale = attention_scale
         self.rope = rope
+        self.rope_base = float(rope_base)
+        self.scale_length = int(scale_length)
         self.attention_dropout = attention_dropout
         self.chunk_size = chunk_size
         self.causal = causal
@@ -111,7 +123,7 @@ class GatedAttentionUnit(keras.layers.Layer):
         x = self.scale_offsets[name](z)
         if self.rope:
             positions = ops.arange(ops.shape(x)[1]) if positions is None else positions
-            x = apply_rotary(x[:, :, None, :], positions)[:, :, 0, :]
+            x = apply_rotary(x[:, :, None, :], positions, self.rope_base)[:, :, 0, :]
         return x
 
     def call(self, x, attention_mask=None, key_mask=None, positions=None, cache=None,
@@ -147,8 +159,9 @@ class GatedAttentionUnit(keras.layers.Layer):
         logits = logits * (self.key_size ** -0.5)
         attended = ops.sum(ops.cast(allowed, "float32"), axis=-1, keepdims=True)
         if self.normalization == "softmax":
-            if self.attention_scale == "entropy_invariant":
-                logits = logits * entropy_invariant_factor(attended)
+            factor = length_factor(self.attention_scale, attended, self.scale_length)
+            if factor is not None:
+                logits = logits * factor
             weights = ops.softmax(ops.where(allowed, logits, MASKED_LOGIT), axis=-1)
         else:
             weights = ops.where(allowed, ops.square(ops.relu(logits)), 0.0)
@@ -214,6 +227,8 @@ class GatedAttentionUnit(keras.layers.Layer):
             "normalization": self.normalization,
             "attention_scale": self.attention_scale,
             "rope": self.rope,
+            "rope_base": self.rope_base,
+            "scale_length": self.scale_length,
             "attention_dropout": self.attention_dropout,
             "chunk_size": self.chunk_size,
             "causal": self.causal,

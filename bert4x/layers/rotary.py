@@ -14,6 +14,20 @@ def rotary_frequencies(dim, base=10000.0):
     return base ** (-np.arange(0, dim, 2, dtype="float64") / dim)
 
 
+def ntk_scaled_base(base, factor, dim):
+    """RoPE base for inputs ``factor`` times longer than in training, NTK-aware:
+    base · factor^(dim/(dim−2)).
+
+    Frequency i is θ_i = base^(-2i/dim). The new base leaves θ_0 = 1 (the fastest rotation,
+    which tells neighbours apart) as it is and divides the slowest, θ_(dim/2−1), by exactly
+    ``factor``, so the longest wavelength stretches over the longer input, as position
+    interpolation would do, while short distances keep the resolution they were trained at.
+    """
+    if factor < 1:
+        raise ValueError(f"the NTK factor stretches positions: it must be >= 1, got {factor}")
+    return base * factor ** (dim / (dim - 2)) if dim > 2 else base * factor
+
+
 def rotary_angles(positions, dim, base=10000.0):
     """Angles m * theta_i for ``positions`` (shape [n] or [batch, n]), each repeated for its
     pair: shape [..., dim]."""

@@ -17,6 +17,7 @@ import keras
 
 from bert4x.config import GAU_FAMILIES, TransformerConfig
 from bert4x.initializers import DepthScaled, DimensionAveraged
+from bert4x.layers.rotary import ntk_scaled_base
 from bert4x.layers import activations
 from bert4x.layers import (
     APPLICATIONS, AttentionMask, BiasAdd, EmbeddingSum, FeedForward, GatedAttentionUnit,
@@ -88,6 +89,10 @@ class Transformer:
         if config.chunk_size is not None and self.model_name not in GAU_FAMILIES:
             raise ValueError(f"chunk_size is a FLASH option; model={self.model_name!r} has none")
         self.config = config
+        stretched = (config.rope_base, config.rope_ntk_factor) != (10000.0, 1.0)
+        if stretched and self.rope is None:
+            raise ValueError(f"rope_base and rope_ntk_factor set RoPE's frequencies; "
+                             f"model={self.model_name!r} is built without RoPE (set rope='1d')")
         self.application = application
         self.with_pool = with_pool
         self.with_mlm = with_mlm
@@ -123,6 +128,22 @@ class Transformer:
         if self.config.rope == "auto":
             return "1d" if self.use_rope else None
         return self.config.rope
+
+    @property
+    def rotary_size(self):
+        """How many dimensions one RoPE rotation spans: the key size, half of it for 2D RoPE."""
+        return self.config.attention_key_size // (2 if self.rope == "2d" else 1)
+
+    @property
+    def rope_base(self):
+        """RoPE's base after the config's NTK-aware stretch."""
+        return ntk_scaled_base(self.config.rope_base, self.config.rope_ntk_factor,
+                               self.rotary_size)
+
+    @property
+    def length_options(self):
+        """The attention layers' arguments for length extrapolation."""
+        return dict(rope_base=self.rope_base, scale_length=self.config.attention_scale_length)
 
     # Pieces shared by the families -----------------------------------------------------------
     @property
@@ -315,7 +336,8 @@ class Transformer:
             key_size=cfg.attention_key_size, out_dim=cfg.hidden_size, use_bias=self.use_bias,
             attention_dropout=cfg.attention_probs_dropout_prob, rope=self.rope,
             attention_scale=self.attention_scale, talking_heads=cfg.talking_heads,
-            residual_scores=cfg.residual_attention_scores, kernel_initializer=self.initializer)
+            residual_scores=cfg.residual_attention_scores, kernel_initializer=self.initializer,
+            **self.length_options)
         y = self.attend(layer, x, mask, index, previous_scores=self.previous_scores,
                         relative_positions=self.relative_positions)
         if cfg.residual_attention_scores:  # RealFormer: the next layer adds these scores
@@ -467,7 +489,11 @@ class GAUAlpha(RoFormerV2):
             activation=cfg.activation, use_bias=self.use_bias, normalization=self.normalization,
             attention_scale=self.attention_scale, rope=self.rope == "1d",
             attention_dropout=cfg.attention_probs_dropout_prob, **self.unit_initializer,
-            **options)
+            **self.length_options, **options)
+
+    @property
+    def rotary_size(self):
+        return self.config.key_size or 128
 
     @property
     def unit_initializer(self):
@@ -716,7 +742,7 @@ class T5(Transformer):
                          key_size=cfg.attention_key_size, out_dim=cfg.hidden_size,
                          use_bias=False, attention_dropout=cfg.attention_probs_dropout_prob,
                          attention_scale=self.attention_scale,
-                         kernel_initializer=self.initializer)
+                         kernel_initializer=self.initializer, **self.length_options)
 
     def relative_bias(self, bidirectional):
         cfg = self.config
