@@ -36,6 +36,15 @@ def positive_number(text: str) -> float:
     return value
 
 
+def add_optimizer_option(parser) -> None:
+    """``--optimizer adamw|amos`` on a training command (bert4x.training.build_optimizer)."""
+    parser.add_argument("--optimizer", choices=("adamw", "amos"), default="adamw",
+                        help="amos sets each weight's decay and step from its expected scale; "
+                             "with it --learning-rate is Amos' global rate, whose ratio to "
+                             "sqrt(hidden size) is the kernels' first step (0.008 for a 256-wide "
+                             "model starts them as AdamW at 5e-4)")
+
+
 #: The help of every option that names task data.
 DATA_SOURCE_HELP = ("a file, a datasets save_to_disk directory, or files for datasets' loaders "
                     "(json:FILES, csv:FILES, text:FILES, parquet:FILES; .csv/.parquet by suffix)")

@@ -35,7 +35,8 @@ from typing import Dict
 import keras
 from keras import ops
 
-from bert4x.training.optimizers import check_learning_rate, dense_gradients
+from bert4x.training.optimizers import check_learning_rate
+from bert4x.training.variables import dense_gradients
 
 __all__ = ["Adam", "AdamW", "PiecewiseLinear", "extend_with_exponential_moving_average",
            "extend_with_gradient_accumulation", "extend_with_layer_adaptation",

@@ -53,7 +53,7 @@ import keras
 import numpy as np
 
 from bert4x import build_transformer_model
-from bert4x.arguments import positive_number, whole_number
+from bert4x.arguments import add_optimizer_option, positive_number, whole_number
 from bert4x.tokenizers import Tokenizer, load_vocab, save_vocab
 from bert4x.training import (BucketedBatches, DataError, StreamedBatches, WarmupDecay,
                              build_optimizer, held_out_texts, read_metrics_log,
@@ -251,7 +251,8 @@ def streamed_corpus(args) -> Corpus:
                   dict(corpus=list(args.corpus), texts=None, windows=None))
 
 
-def main():
+def main(argv=None) -> float:
+    """Run the command; returns the held-out MLM accuracy."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="runs/pretrain")
     parser.add_argument("--maxlen", type=whole_number(3), default=64)
@@ -260,6 +261,7 @@ def main():
                         help="batches per epoch; an epoch is also the resume granularity")
     parser.add_argument("--epochs", type=whole_number(), default=20)
     parser.add_argument("--learning-rate", type=positive_number, default=5e-4)
+    add_optimizer_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-tokens", action="store_true",
                         help="predict every token, not only the masked ones")
@@ -279,7 +281,7 @@ def main():
     parser.add_argument("--evaluate-only", action="store_true",
                         help="score the --init-from weights on the held-out texts and stop: "
                              "re-checks a model card's held-out accuracy without training")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.evaluate_only and (not args.init_from or args.export):
         parser.error("--evaluate-only scores the weights of --init-from (and exports nothing)")
 
@@ -298,7 +300,7 @@ def main():
     total = args.epochs * len(data)
     model.compile(
         optimizer=build_optimizer(WarmupDecay(args.learning_rate, total, warmup_steps=total // 20),
-                                  weight_decay=0.01, clipnorm=1.0),
+                                  weight_decay=0.01, clipnorm=1.0, algorithm=args.optimizer),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="mlm_accuracy")])
     if not args.evaluate_only:
@@ -322,13 +324,14 @@ def main():
                      batch_size=args.batch_size, maxlen=args.maxlen, lr=args.learning_rate,
                      accuracy=results["mlm_accuracy"], masked=masked,
                      init_from=args.init_from, all_tokens=args.all_tokens,
-                     frozen_table=args.freeze_token_embeddings,
+                     frozen_table=args.freeze_token_embeddings, optimizer=args.optimizer,
                      history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
         card = os.path.join(args.export, "README.md")
         measured_later = kept_sections(card)
         with open(card, "w", encoding="utf-8") as handle:
             handle.write(model_card(facts) + measured_later)
         print("exported to", args.export)
+    return results["mlm_accuracy"]
 
 
 #: Where a card's sections measured after pre-training start (fine-tuning comparisons): a
@@ -362,6 +365,10 @@ def model_card(facts: dict) -> str:
     flags = "".join(f" {flag}" for flag, used in (("--all-tokens", facts.get("all_tokens")),
                                                    ("--freeze-token-embeddings",
                                                     facts.get("frozen_table"))) if used)
+    optimizer = "AdamW\n  (weight decay 0.01, clip norm 1.0)"
+    if facts.get("optimizer") == "amos":
+        flags += " --optimizer amos"
+        optimizer = "Amos\n  (its own weight decay per weight, clip norm 1.0)"
     if facts.get("corpus"):
         flags += " --corpus " + " ".join(facts["corpus"])
         data = (f"""the text files {", ".join(f"`{path}`" for path in facts["corpus"])}, one text
@@ -384,8 +391,7 @@ base-size checkpoints.
   the full 21128-entry vocabulary.
 - **Data**: {data}
 - **Training**: {start}{facts["epochs"]} epochs × {facts["steps"] // facts["epochs"]} steps, batch {facts["batch_size"]}
-  ({facts["steps"]:,} steps, {facts["steps"] * facts["batch_size"]:,} windows seen), AdamW
-  (weight decay 0.01, clip norm 1.0), peak learning rate {facts["lr"]:g}, 5% warmup then linear
+  ({facts["steps"]:,} steps, {facts["steps"] * facts["batch_size"]:,} windows seen), {optimizer}, peak learning rate {facts["lr"]:g}, 5% warmup then linear
   decay, dropout 0.1. BERT masking: 15% of tokens, of those 80% [MASK], 10% random, 10% kept,
   redrawn each epoch; {scored}. Final training loss {last.get("loss", float("nan")):.3f}, training MLM accuracy
   {last.get("mlm_accuracy", float("nan")):.4f} ({counted}). The run used two CPU cores.

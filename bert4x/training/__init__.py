@@ -1,5 +1,6 @@
 """The shared training loop: data batches, readers, optimiser, schedule, callbacks, ``train``."""
 
+from bert4x.training.amos import Amos
 from bert4x.training.backup import AtomicBackup, BackupError
 from bert4x.training.callbacks import Evaluator, MetricsLog, ema_weights, plot_metrics, read_metrics_log
 from bert4x.training.data import (BucketedBatches, EpochBatches, sequence_padding,
@@ -17,7 +18,7 @@ from bert4x.training.tables import (TableColumns, is_table_source, load_table,
                                     parse_column_pair, tokenize_table)
 from bert4x.training.workers import worker_count, worker_index
 
-__all__ = ["AdamW", "AtomicBackup", "BackupError", "BucketedBatches", "DataError", "EpochBatches",
+__all__ = ["AdamW", "Amos", "AtomicBackup", "BackupError", "BucketedBatches", "DataError", "EpochBatches",
            "Evaluator", "MetricsLog", "NonFiniteGuard", "ReadResult",
            "ReplayableEpochs", "StreamedBatches", "TableColumns", "TrainingError",
            "WarmupDecay", "build_optimizer", "ema_weights", "held_out_texts",

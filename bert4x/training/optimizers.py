@@ -1,4 +1,5 @@
-"""AdamW as BERT-style fine-tuning uses it, from Keras built-ins.
+"""AdamW as BERT-style fine-tuning uses it, from Keras built-ins, and the factory that also
+makes :class:`~bert4x.training.amos.Amos`.
 
 Decoupled weight decay skips biases and normalisation parameters; EMA, gradient accumulation
 and global-norm clipping are Keras ``Optimizer`` options. Layer-wise learning-rate decay has
@@ -14,8 +15,9 @@ from typing import Dict, Optional
 
 import keras
 
-#: Name fragments of variables that get no weight decay (biases, norm scales and offsets).
-NO_DECAY = ("bias", "gamma", "beta")
+from bert4x.training.amos import Amos
+from bert4x.training.variables import NO_DECAY, dense_gradients
+
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -53,17 +55,6 @@ class AdamW(keras.optimizers.AdamW):
         return {**super().get_config(), "multipliers": self.multipliers}
 
 
-def dense_gradients(grads):
-    """``grads`` with TensorFlow's ``IndexedSlices`` (embedding gradients) made dense."""
-    dense = []
-    for gradient in grads:
-        if gradient is not None and type(gradient).__name__ == "IndexedSlices":
-            import tensorflow as tf
-            gradient = tf.convert_to_tensor(gradient)
-        dense.append(gradient)
-    return dense
-
-
 def layerwise_multipliers(model: keras.Model, decay: float) -> Dict[str, float]:
     """``decay ** (L + 1 - depth)`` per variable: embeddings depth 0, ``Transformer-i-*``
     depth i + 1, everything above the encoder (heads) depth L + 1, i.e. multiplier 1."""
@@ -88,25 +79,39 @@ def check_learning_rate(value: float, name: str = "learning_rate") -> None:
         raise ValueError(f"{name} must be a finite number above 0, got {value}")
 
 
+#: The optimizers :func:`build_optimizer` makes.
+ALGORITHMS = ("adamw", "amos")
+
+
 def build_optimizer(learning_rate, weight_decay: float = 0.01, ema_momentum: Optional[float] = None,
                     accumulation_steps: Optional[int] = None, clipnorm: Optional[float] = None,
                     layerwise_decay: Optional[float] = None, model: Optional[keras.Model] = None,
-                    epsilon: float = 1e-6) -> AdamW:
-    """AdamW with decoupled weight decay excluding biases and norms.
+                    epsilon: float = 1e-6, algorithm: str = "adamw") -> keras.optimizers.Optimizer:
+    """AdamW with decoupled weight decay excluding biases and norms, or ``algorithm="amos"``.
 
     ``learning_rate``: a float or a schedule (e.g. :class:`WarmupDecay`); ``ema_momentum``:
     keep an exponential moving average of the weights (evaluate/save with it through
     :class:`~bert4x.training.callbacks.Evaluator`); ``accumulation_steps``: apply the mean of k
     batches' gradients every k steps; ``clipnorm``: global gradient-norm clipping;
     ``layerwise_decay``: multiply the rate of lower layers by decay^(distance from the top).
+    :class:`~bert4x.training.amos.Amos` sets its own weight decay and step size per variable,
+    so ``weight_decay``, ``epsilon`` and ``layerwise_decay`` are AdamW's alone.
     """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if isinstance(learning_rate, (int, float)):
         check_learning_rate(learning_rate)
     if accumulation_steps is not None and accumulation_steps < 2:
         accumulation_steps = None
-    options = dict(learning_rate=learning_rate, weight_decay=weight_decay, epsilon=epsilon,
-                   use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99,
-                   gradient_accumulation_steps=accumulation_steps, global_clipnorm=clipnorm)
+    shared = dict(learning_rate=learning_rate, use_ema=ema_momentum is not None,
+                  ema_momentum=ema_momentum or 0.99,
+                  gradient_accumulation_steps=accumulation_steps, global_clipnorm=clipnorm)
+    if algorithm == "amos":
+        if layerwise_decay is not None:
+            raise ValueError("layerwise_decay scales AdamW's rates; Amos sets each variable's "
+                             "rate from its scale eta instead")
+        return Amos(**shared)
+    options = dict(shared, weight_decay=weight_decay, epsilon=epsilon)
     multipliers = None
     if layerwise_decay is not None:
         if model is None:

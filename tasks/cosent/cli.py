@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
+from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
+                              positive_number, whole_number)
 from tasks.cosent.model import POOLINGS
 from tasks.cosent.task import OBJECTIVES
 from tasks.model_options import add_model_options, resolve_model_options
@@ -43,7 +44,8 @@ def _train(args):
         splits["test"] = _read_pairs(args.test, args)
     compare_objectives(_settings(args, objectives[0]), objectives, _read_pairs(args.train, args),
                        splits, args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=args.seed)
+                       learning_rate=args.learning_rate, seed=args.seed,
+                       optimizer=args.optimizer)
     return 0
 
 
@@ -107,6 +109,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--batch-size", type=whole_number(), default=32)
     train.add_argument("--epochs", type=whole_number(), default=2)
     train.add_argument("--learning-rate", type=positive_number, default=2e-5)
+    add_optimizer_option(train)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True)
     data_options(train)

@@ -119,7 +119,7 @@ def class_count(pairs: Sequence[Pair]) -> int:
 
 def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[Pair],
                   work_dir, epochs: int = 2, batch_size: int = 32, learning_rate: float = 2e-5,
-                  seed: int = 0, verbose="auto") -> SentenceEncoder:
+                  seed: int = 0, verbose="auto", optimizer: str = "adamw") -> SentenceEncoder:
     """Train with ``settings.objective``; keep the encoder with the best dev Spearman."""
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
@@ -134,7 +134,7 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
     total = epochs * len(batches)
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 10),
-                                            weight_decay=0.01),
+                                            weight_decay=0.01, algorithm=optimizer),
                   loss=loss)
     evaluator = Evaluator(lambda _: {"spearman": spearman(sentence_encoder, dev_pairs)},
                           monitor="spearman",
@@ -149,7 +149,7 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
 def compare_objectives(settings: Settings, objectives: Sequence[str], train_pairs: List[Pair],
                        splits: dict, work_dir, **training) -> dict:
     """Spearman of the untrained encoder and of one encoder per objective, trained with the
-    same budget (``training``: epochs, batch size, learning rate, seed); with one objective
+    same budget (``training``: epochs, batch size, learning rate, seed, optimizer); with one objective
     the run lives in ``work_dir`` itself, with several in ``work_dir/<objective>``. The table
     is written to ``work_dir/results.md``."""
     # The untrained row's weights are random too (with --random-init): seed them by the run.

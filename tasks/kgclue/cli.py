@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
+from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
+                              positive_number, whole_number)
 from tasks.model_options import add_model_options, resolve_model_options
 
 
@@ -62,7 +63,7 @@ def _train(args):
     train_seq2seq(settings, _questions(args.train, args), _questions(args.dev, args),
                   args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, seed=args.seed, dev_limit=args.dev_limit,
-                  beam_size=args.beam_size)
+                  beam_size=args.beam_size, optimizer=args.optimizer)
     return 0
 
 
@@ -121,6 +122,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--epochs", type=whole_number(), default=3)
     train.add_argument("--batch-size", type=whole_number(), default=32)
     train.add_argument("--learning-rate", type=positive_number, default=1e-4)
+    add_optimizer_option(train)
     train.add_argument("--question-maxlen", type=whole_number(3), default=64)
     train.add_argument("--key-maxlen", type=whole_number(3), default=48)
     train.add_argument("--dev-limit", type=whole_number(0), default=200,

@@ -106,7 +106,7 @@ def collate_seq2seq(batch):
 
 def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, epochs=3,
                   batch_size=32, learning_rate=1e-4, seed=0, dev_limit=200, beam_size=3,
-                  verbose="auto") -> keras.Model:
+                  verbose="auto", optimizer="adamw") -> keras.Model:
     """Fine-tune on the training questions; keep the weights with the best dev score (on the
     first ``dev_limit`` dev questions, constrained decoding)."""
     keras.utils.set_random_seed(seed)
@@ -119,7 +119,7 @@ def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, 
     total = epochs * len(batches)
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 20),
-                                            weight_decay=0.01),
+                                            weight_decay=0.01, algorithm=optimizer),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     dev = list(dev_questions)[:dev_limit]
     evaluator = Evaluator(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from bert4x.arguments import DATA_SOURCE_HELP, add_column_option, positive_number, whole_number
+from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
+                              positive_number, whole_number)
 from tasks.model_options import add_model_options, resolve_model_options
 from tasks.triple_extraction.models import KINDS
 
@@ -38,7 +39,8 @@ def _train(args):
     extractor = train_extractor(settings, _examples(args.train, schema, args),
                                 _examples(args.dev, schema, args),
                                 args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, seed=args.seed)
+                                learning_rate=args.learning_rate, seed=args.seed,
+                                optimizer=args.optimizer)
     print(json.dumps(extractor.evaluate(_examples(args.dev, schema, args))["all"], indent=1))
     return 0
 
@@ -87,6 +89,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--epochs", type=whole_number(), default=20)
     train.add_argument("--batch-size", type=whole_number(), default=16)
     train.add_argument("--learning-rate", type=positive_number, default=1e-4)
+    add_optimizer_option(train)
     train.add_argument("--maxlen", type=whole_number(3), default=128)
     train.add_argument("--head-size", type=whole_number(), default=64)
     train.add_argument("--seed", type=int, default=0)

@@ -103,7 +103,7 @@ def load_trained(work_dir) -> Extractor:
 def train_extractor(settings: Settings, train_examples: Sequence[Example],
                     dev_examples: Sequence[Example], work_dir, epochs: int = 20,
                     batch_size: int = 16, learning_rate: float = 5e-5, seed: int = 0,
-                    verbose="auto") -> Extractor:
+                    verbose="auto", optimizer: str = "adamw") -> Extractor:
     """Train; keep the weights with the best dev F1."""
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
@@ -116,7 +116,7 @@ def train_extractor(settings: Settings, train_examples: Sequence[Example],
     total = epochs * len(batches)
     model.train_model.compile(
         optimizer=build_optimizer(WarmupDecay(learning_rate, total, warmup_steps=total // 10),
-                                  weight_decay=0.01),
+                                  weight_decay=0.01, algorithm=optimizer),
         loss=model.losses)
     evaluator = Evaluator(lambda _: {"f1": extractor.evaluate(dev_examples)["all"]["f1"]},
                           monitor="f1", best_path=os.path.join(work_dir, "best.weights.h5"))
