@@ -174,8 +174,9 @@ def user_checkpoint(directory, fmt):
     return str(config), str(checkpoint)
 
 
-@pytest.mark.parametrize("fmt", ["google", "hf"])
-def test_cli_fine_tunes_a_user_checkpoint_end_to_end(tmp_path, sts_sample, fmt, capsys):
+@pytest.mark.parametrize("fmt,optimizer", [("google", []), ("hf", ["--optimizer", "amos"])])
+def test_cli_fine_tunes_a_user_checkpoint_end_to_end(tmp_path, sts_sample, fmt, optimizer,
+                                                     capsys):
     config, checkpoint = user_checkpoint(tmp_path / "ckpt", fmt)
     run = str(tmp_path / "run")
     assert bert4x_main(["cosent", "train", "--config", config, "--checkpoint", checkpoint,
@@ -183,8 +184,10 @@ def test_cli_fine_tunes_a_user_checkpoint_end_to_end(tmp_path, sts_sample, fmt, 
                         "--train", str(sts_sample / "train.tsv"),
                         "--dev", str(sts_sample / "dev.tsv"), "--epochs", "1",
                         "--batch-size", "16", "--label-range", "0", "5",
-                        "--work-dir", run]) == 0
+                        "--work-dir", run, *optimizer]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
+    recorded = (tmp_path / "run" / "training_settings.json").read_text()
+    assert ('"zeta"' in recorded) == bool(optimizer)  # Amos' own setting: its config
     assert set(results) == {"untrained", "cosent"} and -100 <= results["cosent"]["dev"] <= 100
     assert bert4x_main(["cosent", "evaluate", "--work-dir", run,
                         "--data", str(sts_sample / "dev.tsv")]) == 0
