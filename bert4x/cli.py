@@ -5,6 +5,7 @@
     bert4x models                        the checkpoints bert4x loads, with their settings
     bert4x inspect CHECKPOINT            format, likely architecture, names and shapes
     bert4x convert --config C --checkpoint P --model roformer --to-hf DIR
+    bert4x enlarge --config C --checkpoint P --model roformer --width 2 --layers 8 --to-hf DIR
     bert4x export --work-dir RUN --output DIR       a task run as SavedModel + ONNX
     bert4x export --model M.keras --vocab V --maxlen N --output DIR
     bert4x serve --work-dir RUN [--work-dir RUN2 ...] [--index DIR]   HTTP JSON + a web page
@@ -62,20 +63,49 @@ def _inspect(args):
     return 0
 
 
-def _convert(args):
+def _load_for_writing(args):
+    """The checkpoint of ``convert``/``enlarge``, after checking that it will be written."""
     from bert4x.models import build_transformer_model
 
     if not (args.to_hf or args.to_google):
-        raise SystemExit("bert4x convert: give --to-hf DIR and/or --to-google PREFIX")
+        raise SystemExit(f"bert4x {args.command}: give --to-hf DIR and/or --to-google PREFIX")
     built = build_transformer_model(
         args.config, args.checkpoint, model=args.model, with_mlm=args.with_mlm,
         with_pool=args.with_pool, return_keras_model=False)
     print(built.load_report)
+    return built
+
+
+def _write(built, args):
+    """Write ``built`` where --to-hf / --to-google say; the vocabulary files of a checkpoint
+    directory go along, so the output loads as that directory did."""
+    import shutil
+
     if args.to_hf:
         print("wrote", built.export_huggingface(args.to_hf))
+        for name in ("vocab.txt", "keep_tokens.json"):
+            source = os.path.join(args.checkpoint, name)
+            if os.path.isdir(args.checkpoint) and os.path.exists(source):
+                shutil.copy(source, os.path.join(args.to_hf, name))
     if args.to_google:
         print("wrote", built.save_google_checkpoint(args.to_google))
     return 0
+
+
+def _convert(args):
+    return _write(_load_for_writing(args), args)
+
+
+def _enlarge(args):
+    from bert4x.models.enlarge import enlarge_model
+
+    built = _load_for_writing(args)
+    bigger = enlarge_model(built, width=args.width, layers=args.layers)
+    config = bigger.config
+    print(f"enlarged {built.config.num_hidden_layers}×{built.config.hidden_size} to "
+          f"{config.num_hidden_layers}×{config.hidden_size} ({config.num_attention_heads} heads, "
+          f"intermediate {config.intermediate_size}); the outputs are the original's")
+    return _write(bigger, args)
 
 
 def _export(args):
@@ -162,14 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_inspect)
 
     convert = commands.add_parser("convert", help="load a checkpoint, write it in other formats")
-    convert.add_argument("--config", required=True, help="BERT-style config.json")
-    convert.add_argument("--checkpoint", required=True, help="Google TF or HF checkpoint")
-    convert.add_argument("--model", choices=sorted(MODELS), default="bert")
-    convert.add_argument("--with-mlm", action="store_true", help="keep the MLM head")
-    convert.add_argument("--with-pool", action="store_true", help="keep the pooler")
-    convert.add_argument("--to-hf", metavar="DIR", help="write model.safetensors + config.json")
-    convert.add_argument("--to-google", metavar="PREFIX", help="write a Google TF checkpoint")
+    enlarge = commands.add_parser(
+        "enlarge", help="grow a trained model wider and deeper, its outputs unchanged")
+    for command in (convert, enlarge):
+        command.add_argument("--config", required=True, help="BERT-style config.json")
+        command.add_argument("--checkpoint", required=True, help="Google TF or HF checkpoint")
+        command.add_argument("--model", choices=sorted(MODELS), default="bert")
+        command.add_argument("--with-mlm", action="store_true", help="keep the MLM head")
+        command.add_argument("--with-pool", action="store_true", help="keep the pooler")
+        command.add_argument("--to-hf", metavar="DIR",
+                             help="write model.safetensors + config.json (and the vocabulary "
+                                  "files of a checkpoint directory)")
+        command.add_argument("--to-google", metavar="PREFIX",
+                             help="write a Google TF checkpoint")
     convert.set_defaults(handler=_convert)
+    enlarge.add_argument("--width", type=whole_number(), default=1,
+                         help="multiply hidden size, heads and FFN width by this")
+    enlarge.add_argument("--layers", type=whole_number(),
+                         help="blocks of the result (default: as many as now)")
+    enlarge.set_defaults(handler=_enlarge)
 
     export = commands.add_parser(
         "export", help="write a TF SavedModel and an ONNX file for serving outside Keras")
