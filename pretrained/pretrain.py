@@ -196,6 +196,22 @@ def masking(tokenizer, all_tokens: bool):
                              mask_id=tokenizer.mask_id, first_normal_id=5, all_tokens=all_tokens)
 
 
+#: The config keys that give the model its shape: --init-from takes them from its config.json,
+#: so that a model grown by ``bert4x enlarge`` continues at its own size.
+ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size")
+
+
+def architecture_of(directory: str) -> dict:
+    """The shape of the exported model in ``directory`` (its config.json)."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--init-from needs an exported model directory; {path} is missing")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    return {key: config[key] for key in ARCHITECTURE_KEYS}
+
+
 def check_same_vocabulary(token_dict: dict, vocab_path: str) -> None:
     """Continuing from an exported model only makes sense if its token ids mean the same."""
     if not os.path.exists(vocab_path):
@@ -295,8 +311,9 @@ def main(argv=None) -> float:
                                              corpus.tokenizer, corpus.batches)
     if args.init_from:
         check_same_vocabulary(token_dict, os.path.join(args.init_from, "vocab.txt"))
-    built, model = pretraining_model(dict(MODEL_CONFIG, vocab_size=len(token_dict)),
-                                     args.init_from, args.freeze_token_embeddings)
+    config = dict(MODEL_CONFIG, vocab_size=len(token_dict),
+                  **(architecture_of(args.init_from) if args.init_from else {}))
+    built, model = pretraining_model(config, args.init_from, args.freeze_token_embeddings)
     total = args.epochs * len(data)
     model.compile(
         optimizer=build_optimizer(WarmupDecay(args.learning_rate, total, warmup_steps=total // 20),
@@ -325,6 +342,7 @@ def main(argv=None) -> float:
                      accuracy=results["mlm_accuracy"], masked=masked,
                      init_from=args.init_from, all_tokens=args.all_tokens,
                      frozen_table=args.freeze_token_embeddings, optimizer=args.optimizer,
+                     architecture={key: config[key] for key in ARCHITECTURE_KEYS},
                      history=read_metrics_log(os.path.join(args.work_dir, "metrics.jsonl")))
         card = os.path.join(args.export, "README.md")
         measured_later = kept_sections(card)
@@ -353,6 +371,10 @@ def kept_sections(card_path: str) -> str:
 def model_card(facts: dict) -> str:
     """The shipped model's card: what it is, what it saw, how good it is, what may be done."""
     last = facts["history"][-1] if facts["history"] else {}
+    shape = facts.get("architecture") or MODEL_CONFIG
+    summary = (f"A {shape['num_hidden_layers']}-layer, {shape['hidden_size']}-hidden, "
+               f"{shape['num_attention_heads']}-head RoFormer ({shape['intermediate_size']} FFN, "
+               "rotary positions, GELU)")
     start = (f"continuing from the weights in `{facts['init_from']}`, "
              if facts.get("init_from") else "from random weights, ")
     scored, counted = (("every text token is predicted (All-Tokens MLM)",
@@ -381,7 +403,7 @@ def model_card(facts: dict) -> str:
   Training texts are cut into {facts["windows"]:,} windows of at most {facts["maxlen"]} tokens."""
     return f"""# roformer_zh_tiny: bert4x's embedded Chinese RoFormer
 
-A 4-layer, 256-hidden, 4-head RoFormer (1024 FFN, rotary positions, GELU) pre-trained by
+{summary} pre-trained by
 `python -m pretrained.pretrain{flags}` with masked language modelling.
 It exists so that bert4x's demo and tasks run with no download; it is far weaker than public
 base-size checkpoints.

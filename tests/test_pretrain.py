@@ -239,3 +239,30 @@ def test_trained_at_128_tokens_ntk_and_log_n_extrapolate_to_1024_better_than_pla
         assert accuracy[length]["ntk"] != accuracy[length]["plain"]
         assert accuracy[length]["log_n"] != accuracy[length]["plain"]
     assert accuracy[1024]["ntk+log_n"] > accuracy[1024]["plain"] + 0.05
+
+
+@pytest.mark.one_backend
+def test_the_shipped_model_enlarged_scores_what_it_did_and_pretraining_continues_at_its_size(
+        tmp_path):
+    """``bert4x enlarge`` on the real model, then ``--init-from`` the result: the held-out MLM
+    accuracy of the 8-layer copy is the card's, to the masked token."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("snownlp")
+    from bert4x.cli import main as bert4x_main
+    from pretrained.registry import DEFAULT_DIR
+
+    bigger = tmp_path / "bigger"
+    assert bert4x_main(["enlarge", "--config", str(DEFAULT_DIR / "config.json"),
+                        "--checkpoint", str(DEFAULT_DIR), "--model", "roformer", "--with-mlm",
+                        "--layers", "8", "--to-hf", str(bigger)]) == 0
+    done = subprocess.run([sys.executable, "-m", "pretrained.pretrain", "--init-from",
+                           str(bigger), "--evaluate-only"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = (DEFAULT_DIR / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"Held-out MLM accuracy: ([0-9.]+)\*\* \(([0-9,]+) masked", card)
+    printed = re.search(r"held-out MLM accuracy ([0-9.]+) on ([0-9]+) masked", done.stdout)
+    assert printed.groups() == (stated.group(1), stated.group(2).replace(",", ""))
