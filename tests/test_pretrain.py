@@ -266,3 +266,24 @@ def test_the_shipped_model_enlarged_scores_what_it_did_and_pretraining_continues
     stated = re.search(r"Held-out MLM accuracy: ([0-9.]+)\*\* \(([0-9,]+) masked", card)
     printed = re.search(r"held-out MLM accuracy ([0-9.]+) on ([0-9]+) masked", done.stdout)
     assert printed.groups() == (stated.group(1), stated.group(2).replace(",", ""))
+
+
+def test_the_model_shape_comes_from_an_exported_config_and_shape_of_excludes_init_from(
+        tmp_path, capsys):
+    import json
+    import sys
+    from unittest import mock
+
+    from pretrained import pretrain
+
+    shape = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                 intermediate_size=2048)
+    (tmp_path / "config.json").write_text(json.dumps(dict(shape, vocab_size=9, hidden_act="gelu")))
+    assert pretrain.architecture_of(str(tmp_path)) == shape
+    with pytest.raises(SystemExit, match="is not an exported model directory"):
+        pretrain.architecture_of(str(tmp_path / "nowhere"))
+    with mock.patch.object(sys, "argv", ["pretrain", "--init-from", str(tmp_path),
+                                         "--shape-of", str(tmp_path)]), \
+            pytest.raises(SystemExit):
+        pretrain.main()
+    assert "--init-from brings its own shape" in capsys.readouterr().err
