@@ -21,6 +21,7 @@ import math
 
 import keras
 
+
 def kernel_fans(shape):
     """(fan_in, fan_out) of a kernel [..., m, n]: m and n times the product of leading axes."""
     if len(shape) < 2:
@@ -29,28 +30,39 @@ def kernel_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+class _ShapedVarianceScaling(keras.initializers.VarianceScaling):
+    """VarianceScaling whose variance a subclass computes from the kernel's shape
+    (:meth:`variance`); Keras' own sampling, truncation correction and seeding do the rest."""
+
+    def variance(self, shape) -> float:
+        raise NotImplementedError
+
+    def __call__(self, shape, dtype=None):
+        # VarianceScaling divides its scale by fan_in: hand it variance × fan_in.
+        by_fan_in = keras.initializers.VarianceScaling(
+            scale=self.variance(shape) * kernel_fans(shape)[0], mode="fan_in",
+            distribution=self.distribution, seed=self.seed)
+        return by_fan_in(shape, dtype)
+
+
 @keras.saving.register_keras_serializable(package="bert4x")
-class DimensionAveraged(keras.initializers.VarianceScaling):
+class DimensionAveraged(_ShapedVarianceScaling):
     """Variance ``scale / sqrt(fan_in * fan_out)``: the geometric mean of the two fans, which
     makes a layer's forward and backward gains of the second moment multiply to 1."""
 
     def __init__(self, scale=1.0, distribution="truncated_normal", seed=None):
         super().__init__(scale=scale, mode="fan_in", distribution=distribution, seed=seed)
 
-    def __call__(self, shape, dtype=None):
+    def variance(self, shape) -> float:
         fan_in, fan_out = kernel_fans(shape)
-        # VarianceScaling divides by fan_in; multiply it back and divide by the geometric mean.
-        per_fan_in = keras.initializers.VarianceScaling(
-            scale=self.scale * fan_in / math.sqrt(fan_in * fan_out), mode="fan_in",
-            distribution=self.distribution, seed=self.seed)
-        return per_fan_in(shape, dtype)
+        return self.scale / math.sqrt(fan_in * fan_out)
 
     def get_config(self):
         return {"scale": self.scale, "distribution": self.distribution, "seed": self._init_seed}
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
-class DepthScaled(keras.initializers.VarianceScaling):
+class DepthScaled(_ShapedVarianceScaling):
     """Truncated normal of variance ``1 / (fan * num_layers)`` (RoFormer-V2, as in bert4keras'
     ``RoFormerV2.initializer``), the fan chosen by the rule in the module docstring."""
 
@@ -59,12 +71,9 @@ class DepthScaled(keras.initializers.VarianceScaling):
                          seed=seed)
         self.num_layers = num_layers
 
-    def __call__(self, shape, dtype=None):
+    def variance(self, shape) -> float:
         fan = shape[-1] if len(shape) == 2 and not 10 <= shape[0] <= 10000 else shape[0]
-        by_fan = keras.initializers.VarianceScaling(
-            scale=self.scale * kernel_fans(shape)[0] / fan, mode="fan_in",
-            distribution="truncated_normal", seed=self.seed)
-        return by_fan(shape, dtype)
+        return self.scale / fan
 
     def get_config(self):
         return {"num_layers": self.num_layers, "seed": self._init_seed}

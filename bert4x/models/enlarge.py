@@ -24,6 +24,7 @@ The result equals the original to float32 rounding (tests/test_enlarge.py, every
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from typing import Optional, Sequence
@@ -39,6 +40,13 @@ _BLOCK = re.compile(r"^Transformer-(\d+)-(.*)$")
 #: Weights that leave a residual branch: zero in a new block.
 _BRANCH_OUTPUTS = ("MultiHeadSelfAttention/output/", "FeedForward/output/",
                    "GatedAttentionUnit/o_dense/")
+
+
+def check_enlargeable(family: str) -> None:
+    """Refuse, by name, a family the construction does not cover."""
+    if family not in ENLARGEABLE:
+        raise ValueError(f"model={family!r} cannot be enlarged losslessly here; "
+                         f"covered: {', '.join(ENLARGEABLE)}")
 
 
 def enlarged_config(config: TransformerConfig, width: int = 1,
@@ -99,25 +107,24 @@ def _widen(value: np.ndarray, path: str, width: int, gau_units: Optional[int]) -
 def enlarge_weights(old_weights: dict, old_config: TransformerConfig, new_config: TransformerConfig,
                     family: str) -> dict:
     """The enlarged model's weights by path, from the original's (``{path: array}``)."""
-    if family not in ENLARGEABLE:
-        raise ValueError(f"model={family!r} cannot be enlarged losslessly here; "
-                         f"covered: {', '.join(ENLARGEABLE)}")
+    check_enlargeable(family)
     width = new_config.hidden_size // old_config.hidden_size
     gau_units = old_config.intermediate_size if family == "gau_alpha" else None
     wide = {path: _widen(np.asarray(value), path, width, gau_units)
             for path, value in old_weights.items()}
+    new, blocks = {}, collections.defaultdict(dict)  # blocks: old index -> {part: value}
+    for path, value in wide.items():
+        found = _BLOCK.match(path)
+        if found:
+            blocks[int(found.group(1))][found.group(2)] = value
+        else:
+            new[path] = value
     plan = block_plan(old_config.num_hidden_layers, new_config.num_hidden_layers)
-    new = {path: value for path, value in wide.items() if not _BLOCK.match(path)}
     for new_index, (old_index, is_new) in enumerate(plan):
-        for path, value in wide.items():
-            found = _BLOCK.match(path)
-            if not found or int(found.group(1)) != old_index:
-                continue
-            part = found.group(2)
-            value = value.copy()
-            if is_new and part.startswith(_BRANCH_OUTPUTS):
-                value = np.zeros_like(value)
-            new[f"Transformer-{new_index}-{part}"] = value
+        for part, value in blocks[old_index].items():
+            zeroed = is_new and part.startswith(_BRANCH_OUTPUTS)
+            new[f"Transformer-{new_index}-{part}"] = (np.zeros_like(value) if zeroed
+                                                     else value.copy())
     _hand_over_last_norms(new, plan)
     return new
 
@@ -154,9 +161,7 @@ def enlarge_model(built, width: int = 1, layers: Optional[int] = None):
     (the sequence output as ``width`` copies of the original's)."""
     from bert4x.models.build import build_transformer_model
 
-    if built.model_name not in ENLARGEABLE:
-        raise ValueError(f"model={built.model_name!r} cannot be enlarged losslessly here; "
-                         f"covered: {', '.join(ENLARGEABLE)}")
+    check_enlargeable(built.model_name)  # before building a model it cannot fill
     new_config = enlarged_config(built.config, width, layers)
     builder = built.builder
     bigger = build_transformer_model(
