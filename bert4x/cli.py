@@ -23,9 +23,16 @@ import sys
 
 
 def _demo(args):
+    from pretrained.registry import model_directory
     from tasks.demo import run_demo
 
-    run_demo(args.work_dir, args.tasks)
+    if args.model and not args.model_dir:
+        raise SystemExit("bert4x demo: --model names the family of --model-dir's model")
+    try:
+        model = model_directory(args.model_dir, args.model) if args.model_dir else None
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"bert4x demo: {error}")
+    run_demo(args.work_dir, args.tasks, model=model)
     print(f"table, plot and runs in {os.path.abspath(args.work_dir)}")
     return 0
 
@@ -177,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the runs, results.md and results.png go (default %(default)s)")
     demo.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS],
                       default=[t.name for t in TASKS], help="which tasks (default all)")
+    demo.add_argument("--model-dir", help="fine-tune this model directory instead (as "
+                      "pretrain --export, bert4x enlarge or convert --to-hf write it), to "
+                      "compare models on the same recipes")
+    demo.add_argument("--model", choices=sorted(MODELS),
+                      help="its family (default: the model_type of its config.json)")
     demo.set_defaults(handler=_demo)
 
     selfcheck = commands.add_parser(

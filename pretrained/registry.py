@@ -9,7 +9,9 @@ default is shipped in ``pretrained/`` and needs nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from pretrained import ROOT
@@ -127,8 +129,29 @@ def default_model() -> Dict[str, str]:
     if not (DEFAULT_DIR / "model.safetensors").exists():
         raise FileNotFoundError(f"the embedded default model is missing from {DEFAULT_DIR}; "
                                 "reinstall bert4x or pass --config/--checkpoint/--vocab")
-    return {"config": str(DEFAULT_DIR / "config.json"), "checkpoint": str(DEFAULT_DIR),
-            "vocab": str(DEFAULT_DIR / "vocab.txt"), "model": "roformer"}
+    return model_directory(DEFAULT_DIR)
+
+
+def model_directory(directory, family: Optional[str] = None) -> Dict[str, str]:
+    """The same options for a model directory as ``pretrain --export``, ``bert4x enlarge``
+    and ``bert4x convert --to-hf`` write it (config.json, weights, vocab.txt). The family is
+    the config's ``model_type`` unless ``family`` names it (a RoFormer-V2 may carry
+    ``model_type: roformer``)."""
+    from bert4x.models import MODELS
+
+    directory = Path(directory)
+    missing = [name for name in ("config.json", "vocab.txt") if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{directory} is not a model directory: {', '.join(missing)} "
+                                "missing")
+    if family is None:
+        family = json.loads((directory / "config.json").read_text(encoding="utf-8")).get(
+            "model_type")
+        if family not in MODELS:
+            raise ValueError(f"{directory}/config.json has model_type {family!r}, which is not "
+                             f"a bert4x family: name one of {sorted(MODELS)}")
+    return {"config": str(directory / "config.json"), "checkpoint": str(directory),
+            "vocab": str(directory / "vocab.txt"), "model": family}
 
 
 def find(name: str) -> Optional[Checkpoint]:

@@ -10,7 +10,8 @@ something for that task, in minutes and with no network.
   a model that memorised its training data would find); then two held-out texts with the
   triples extracted, each marked right or wrong.
 
-Every task fine-tunes the shipped ``roformer_zh_tiny``. Results go to one table (printed, and
+Every task fine-tunes the shipped ``roformer_zh_tiny``, or the model directory given (one that
+``pretrain --export`` or ``bert4x enlarge`` wrote: the same recipes then compare models). Results go to one table (printed, and
 written as ``results.md`` / ``results.json`` with the examples) and a bar chart
 (``results.png``). The budgets keep the demo within minutes on 2 CPU cores; the task READMEs
 report full-budget numbers, and the model card compares the embedded model with random weights.
@@ -24,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bert4x.files import atomic_path
 
@@ -232,10 +233,12 @@ TASKS = (
 
 
 def run_demo(work_dir: str, tasks: Sequence[str] = tuple(t.name for t in TASKS),
-             budget: Budget = Budget(), log=print) -> List[Result]:
-    """Run each task on the embedded model; write and return the table."""
+             budget: Budget = Budget(), log=print, model: Optional[dict] = None) -> List[Result]:
+    """Run each task on ``model`` (task options as :func:`pretrained.registry.model_directory`
+    gives them; default the embedded model); write and return the table."""
     from pretrained.registry import default_model
 
+    model = model or default_model()
     unknown = set(tasks) - {t.name for t in TASKS}
     if unknown:
         raise ValueError(f"unknown demo task(s) {sorted(unknown)}; choose from "
@@ -244,9 +247,9 @@ def run_demo(work_dir: str, tasks: Sequence[str] = tuple(t.name for t in TASKS),
     for task in (t for t in TASKS if t.name in tasks):
         run_dir = os.path.join(work_dir, task.name)
         shutil.rmtree(run_dir, ignore_errors=True)  # each demo run starts fresh
-        log(f"[{task.name}] fine-tuning the embedded model ...")
+        log(f"[{task.name}] fine-tuning {model['checkpoint']} ...")
         started = time.perf_counter()
-        scores, examples = task.run(default_model(), run_dir, budget)
+        scores, examples = task.run(model, run_dir, budget)
         result = Result(task.name, task.metric, scores, time.perf_counter() - started,
                         task.data(budget), examples)
         log(f"[{task.name}] {task.metric}: " + ", ".join(

@@ -4,6 +4,8 @@ baselines, shows what it produced, and lands in one table and plot."""
 import json
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -106,3 +108,56 @@ def test_triples_row_describes_the_split_it_trains_and_scores_on():
     assert triples_data(Budget(triples_epochs=7)) == (
         f"DuIE-format samples: {len(train)} train texts, 7 epochs; "
         f"{TRIPLES_HELD_OUT} held-out texts")
+
+
+def test_the_demo_fine_tunes_a_model_directory_given_to_it(tmp_path):
+    """``bert4x demo --model-dir``: the same recipes on another model, e.g. one grown by
+    ``bert4x enlarge``; its family comes from config.json."""
+    from bert4x import build_transformer_model
+    from pretrained.registry import DEFAULT_DIR, model_directory
+
+    model_dir = tmp_path / "small"
+    config = json.loads((DEFAULT_DIR / "config.json").read_text(encoding="utf-8"))
+    config.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64, embedding_size=32)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    build_transformer_model(config_file, model="roformer", with_mlm=True,
+                            return_keras_model=False).export_huggingface(model_dir)
+    (model_dir / "vocab.txt").write_bytes((DEFAULT_DIR / "vocab.txt").read_bytes())
+    options = model_directory(model_dir)
+    assert options == {"config": str(model_dir / "config.json"), "checkpoint": str(model_dir),
+                       "vocab": str(model_dir / "vocab.txt"), "model": "roformer"}
+
+    messages = []
+    results = run_demo(str(tmp_path / "demo"), tasks=["cosent"], log=messages.append,
+                       budget=Budget(cosent_train=32, cosent_test=32, shown=1), model=options)
+    assert messages[0] == f"[cosent] fine-tuning {model_dir} ..."
+    saved = json.loads((tmp_path / "demo/cosent/cosent/cosent.json").read_text())
+    assert saved["config"] == options["config"] and saved["checkpoint"] == str(model_dir)
+    assert all(math.isfinite(value) for value in results[0].scores.values())
+
+
+def test_a_model_directory_that_is_not_one_is_named(tmp_path):
+    from pretrained.registry import DEFAULT_DIR, default_model, model_directory
+
+    assert model_directory(DEFAULT_DIR) == default_model()
+    with pytest.raises(FileNotFoundError, match="is not a model directory: config.json, "
+                                                "vocab.txt missing"):
+        model_directory(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="model_type 'llama', which is not a bert4x family"):
+        model_directory(tmp_path)
+    assert model_directory(tmp_path, "bert")["model"] == "bert"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "bert"], "--model names the family of --model-dir's model"),
+    (["--model-dir", "no/such/dir"], "no/such/dir is not a model directory"),
+])
+def test_demo_command_line_refuses_a_bad_model_choice_with_a_message(arguments, message):
+    result = subprocess.run([sys.executable, "-m", "bert4x.cli", "demo", *arguments],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
