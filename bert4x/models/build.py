@@ -11,6 +11,7 @@ from bert4x.checkpoints import (
     LoadReport, export_huggingface, load_checkpoint, save_google_checkpoint,
 )
 from bert4x.config import ConfigError, TransformerConfig, with_our_names
+from bert4x.models.precision import building_at, check_precision, quantize_for
 from bert4x.models.transformer import MODELS, Transformer
 
 
@@ -119,6 +120,7 @@ def build_transformer_model(
     additional_input_layers=None,
     ignore_invalid_weights: bool = False,
     prefix: str = "",
+    precision: Optional[str] = None,
     **overrides,
 ):
     """Build ``model`` (see ``bert4x.models.MODELS``) for ``application``
@@ -140,7 +142,9 @@ def build_transformer_model(
     comes from). ``ignore_invalid_weights`` is bert4keras' name for ``allow_missing``.
     ``prefix`` starts every layer and input name, so that two models share one Keras graph.
     ``check_finite=False`` loads a checkpoint even when it holds NaN or
-    infinite weights (refused by default).  The model takes ``[token_ids, segment_ids]``;
+    infinite weights (refused by default).  ``precision`` ("fp32", "bf16" or "int8"; see
+    :mod:`bert4x.models.precision`) runs the model's matmuls in mixed bfloat16 or on int8
+    kernels; ``None`` keeps the global Keras dtype policy.  The model takes ``[token_ids, segment_ids]``;
     token id 0 is padding, and with ``padding_mask`` (default) the outputs carry that Keras mask
     (see :class:`~bert4x.models.transformer.Transformer`).
     """
@@ -160,19 +164,22 @@ def build_transformer_model(
                 else _read_config(config_path, model, dict(overrides)).vocab_size)
         overrides["vocab_size"] = base + len(compound_tokens or ())
     config = _read_config(config_path, model, overrides)
+    check_precision(precision)
     if additional_input_layers is not None and not isinstance(additional_input_layers, list):
         additional_input_layers = [additional_input_layers]
-    built = TransformerModel(MODELS[model](
-        config, application=application, with_pool=with_pool, with_mlm=with_mlm, name=name,
-        padding_mask=padding_mask, norm_condition=layer_norm_cond,
-        condition_hidden_units=layer_norm_cond_hidden_size,
-        condition_hidden_activation=layer_norm_cond_hidden_act or "linear",
-        extra_inputs=additional_input_layers or (), prefix=prefix, **family_options))
+    with building_at(precision):
+        built = TransformerModel(MODELS[model](
+            config, application=application, with_pool=with_pool, with_mlm=with_mlm,
+            name=name, padding_mask=padding_mask, norm_condition=layer_norm_cond,
+            condition_hidden_units=layer_norm_cond_hidden_size,
+            condition_hidden_activation=layer_norm_cond_hidden_act or "linear",
+            extra_inputs=additional_input_layers or (), prefix=prefix, **family_options))
     if checkpoint_path is not None:
         built.load_checkpoint(checkpoint_path, keep_tokens=keep_tokens,
                               allow_missing=allow_missing or ignore_invalid_weights,
                               allow_unused=allow_unused, check_finite=check_finite,
                               compound_tokens=compound_tokens)
+    quantize_for(built.model, precision)
     return built.model if return_keras_model else built
 
 

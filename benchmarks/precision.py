@@ -1,0 +1,180 @@
+"""Encoder inference at float32, bfloat16 and int8: bert4x against HF transformers (PyTorch
+float32 and bfloat16 autocast) and ONNX Runtime (the HF model exported to ONNX, float32 and its
+dynamic int8 quantization), on the same random BERT weights and the same batch.
+
+bert4x's precisions come from ``build_transformer_model(..., precision=)``. Each runs the way
+that is fastest for it on the running backend, measured here (TensorFlow CPU: float32 and int8
+under XLA, bfloat16 in a plain ``tf.function``, where oneDNN's bfloat16 matmuls run; XLA's CPU
+bfloat16 matmul is no faster than float32). All contenders are timed interleaved.
+
+Prints the host and its matmul limit, then for each contender: sequences/s, the ratio to
+bert4x float32 (compiled where the backend compiles) and to HF float32, the float32 figure as GFLOP/s, and the least cosine
+between its mean-pooled sentence vectors and HF float32's.
+
+    python benchmarks/precision.py                       # BERT-base, batch 32 x 128
+    KERAS_BACKEND=torch python benchmarks/precision.py      # the same on PyTorch (or jax)
+    python benchmarks/precision.py --layers 2 --repeats 2   # quick check
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from host import interleaved, print_host  # noqa: E402
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: How ``bert4x_forward(..., xla=True)`` runs on each backend.
+COMPILED = {"tensorflow": "XLA", "jax": "jit", "torch": "eager, no_grad"}
+
+
+def bert4x_forward(model, inputs, xla: bool):
+    """``model`` forward on the running backend, compiled (XLA or jit) or as a graph/eager."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        tensors = [tf.constant(x) for x in inputs]
+        function = tf.function(lambda x: model(x, training=False), jit_compile=xla)
+        return lambda: function(tensors)
+    if backend == "jax":
+        import jax
+        state = [v.value for v in model.trainable_variables], \
+            [v.value for v in model.non_trainable_variables]
+        function = jax.jit(lambda s, x: model.stateless_call(*s, x, training=False)[0])
+        return lambda: function(state, inputs).block_until_ready()
+    import torch
+    tensors = [torch.tensor(x) for x in inputs]
+
+    def call():
+        with torch.no_grad():
+            return model(tensors, training=False)
+    return call
+
+
+def onnx_sessions(reference, token_ids, directory):
+    """ONNX Runtime sessions for ``reference`` exported at the benchmark's shape: float32 and
+    its dynamic int8 quantization (the CPU user's alternative to a framework)."""
+    import numpy as np
+    import onnxruntime
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    arrays = dict(zip(INPUT_NAMES, (token_ids.astype(np.int64), np.ones_like(token_ids, np.int64),
+                                    np.zeros_like(token_ids, np.int64))))
+    float_path, int8_path = (os.path.join(directory, name) for name in ("fp32.onnx", "int8.onnx"))
+    # In eval mode: the exporter restores the wrapper's mode afterwards, and a new module
+    # is in training mode, which would switch the HF model's dropout on for the other runs.
+    torch.onnx.export(LastHiddenState(reference).eval(), tuple(torch.tensor(arrays[n]) for n in INPUT_NAMES),
+                      float_path, input_names=list(INPUT_NAMES), dynamo=False, opset_version=17)
+    quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8)
+    sessions = {name: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+                for name, path in (("fp32", float_path), ("int8", int8_path))}
+    return {name: (lambda s=session: s.run(None, arrays)[0]) for name, session in sessions.items()}
+
+
+def mean_vectors(hidden):
+    import keras
+    import numpy as np
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(hidden, "float32"))
+                      if not isinstance(hidden, np.ndarray) else hidden, "float64").mean(axis=1)
+
+
+def least_cosine(vectors, expected):
+    import numpy as np
+    return float((np.sum(vectors * expected, axis=1) / np.linalg.norm(vectors, axis=1)
+                  / np.linalg.norm(expected, axis=1)).min())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import torch
+    import transformers
+
+    from bert4x import build_transformer_model
+
+    config = dict(vocab_size=21128, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                  num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                  max_position_embeddings=512)
+    torch.manual_seed(0)
+    reference = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
+    reference.eval()
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(1, config["vocab_size"], (args.batch, args.length)).astype("int32")
+    inputs = [token_ids, np.zeros_like(token_ids)]
+    torch_inputs = dict(input_ids=torch.tensor(token_ids, dtype=torch.long),
+                        token_type_ids=torch.zeros(token_ids.shape, dtype=torch.long),
+                        attention_mask=torch.ones(token_ids.shape, dtype=torch.long))
+
+    def hf(dtype):
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype,
+                                                        enabled=dtype != torch.float32):
+                return reference(**torch_inputs).last_hidden_state
+        return run
+
+    tensorflow = keras.backend.backend() == "tensorflow"
+    baseline = f"bert4x fp32 ({COMPILED[keras.backend.backend()]})"
+    contenders = {}
+    with tempfile.TemporaryDirectory() as directory:
+        reference.save_pretrained(directory)
+        models = {precision: build_transformer_model(config, directory, model="bert",
+                                                     precision=precision)
+                  for precision in ("fp32", "bf16", "int8")}
+        contenders[baseline] = bert4x_forward(models["fp32"], inputs, xla=True)
+        if tensorflow:
+            contenders["bert4x fp32 (tf.function)"] = bert4x_forward(models["fp32"], inputs,
+                                                                     xla=False)
+        contenders["bert4x bf16"] = bert4x_forward(models["bf16"], inputs, xla=not tensorflow)
+        contenders["bert4x int8"] = bert4x_forward(models["int8"], inputs, xla=True)
+        contenders["HF fp32"] = hf(torch.float32)
+        contenders["HF bf16 autocast"] = hf(torch.bfloat16)
+        onnx = onnx_sessions(reference, token_ids, directory)
+        assert not reference.training
+    contenders["ONNX Runtime fp32"] = onnx["fp32"]
+    contenders["ONNX Runtime int8"] = onnx["int8"]
+
+    expected = mean_vectors(hf(torch.float32)().numpy())
+    cosines = {name: least_cosine(mean_vectors(run() if not name.startswith("HF") else
+                                               run().float().numpy()), expected)
+               for name, run in contenders.items()}
+    print_host()
+    print(f"BERT L={args.layers} H={args.hidden} A={args.heads}, batch {args.batch} x "
+          f"{args.length} tokens; torch threads {torch.get_num_threads()}")
+    seconds = interleaved(contenders, args.repeats)
+    tokens = args.batch * args.length
+    flops = args.layers * (tokens * 2 * (4 * args.hidden ** 2 + 2 * args.hidden * 4 * args.hidden)
+                           + args.batch * 2 * 2 * args.length ** 2 * args.hidden)
+    ours, theirs = seconds[baseline], seconds["HF fp32"]
+    print(f"{'contender':28s} {'seq/s':>8s} {'vs bert4x fp32':>19s} {'vs HF fp32':>11s} "
+          f"{'GFLOP/s':>8s} {'least cosine':>13s}")
+    for name, time in seconds.items():
+        print(f"{name:28s} {args.batch / time:8.2f} {ours / time:19.2f} {theirs / time:11.2f} "
+              f"{flops / time / 1e9:8.0f} {cosines[name]:13.6f}")
+
+
+if __name__ == "__main__":
+    main()
