@@ -18,6 +18,7 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bert_case import add_shape_arguments, random_bert  # noqa: E402
 from host import interleaved, print_host  # noqa: E402
 
 
@@ -51,29 +52,16 @@ def execution_modes(model, token_ids, segment_ids):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
+    add_shape_arguments(parser)
     args = parser.parse_args()
 
     import keras
     import numpy as np
     import torch
-    import transformers
 
     from bert4x import build_transformer_model
 
-    config = dict(vocab_size=21128, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                  num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
-                  max_position_embeddings=512)
-    torch.manual_seed(0)
-    reference = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
-    reference.eval()
-    rng = np.random.default_rng(0)
-    token_ids = rng.integers(1, config["vocab_size"], (args.batch, args.length)).astype("int32")
+    config, reference, token_ids = random_bert(args)
     segment_ids = np.zeros_like(token_ids)
 
     with tempfile.TemporaryDirectory() as directory:
