@@ -28,10 +28,11 @@ def execution_modes(model, token_ids, segment_ids):
 
     compiled = keras.models.clone_model(model)
     compiled.set_weights(model.get_weights())
-    compiled.compile(jit_compile=keras.backend.backend() != "torch")
+    jit = keras.backend.backend() != "torch"  # Keras' torch backend does not compile
+    compiled.compile(jit_compile=jit)
     inputs = [token_ids, segment_ids]
     modes = {"predict_on_batch": lambda: model.predict_on_batch(inputs),
-             "compile(jit_compile) predict": lambda: compiled.predict_on_batch(inputs)}
+             f"compile(jit_compile={jit}) predict": lambda: compiled.predict_on_batch(inputs)}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         tensors = [tf.constant(token_ids), tf.constant(segment_ids)]
