@@ -11,7 +11,8 @@ and quantize activations per row on the fly, which is what dynamic int8 inferenc
   bfloat16, norms and softmax in float32. Hidden states come out in bfloat16, MLM
   probabilities in float32.
 * ``int8``: the model is built in float32, the checkpoint loaded, then every dense and einsum
-  kernel is quantized to int8 (the token table stays float32: its lookups cost nothing).
+  kernel and the token table are quantized to int8 (the table for the tied MLM output, a
+  vocabulary-sized matmul; its lookups dequantize one row each).
 
 Which execution runs each fastest depends on the backend; ``benchmarks/precision.py``
 measures it (on TensorFlow CPU, bfloat16 is fastest in a plain ``tf.function``, int8 under
@@ -61,4 +62,7 @@ def quantize_for(model: keras.Model, precision: Optional[str]) -> None:
     with warnings.catch_warnings():
         # Keras warns once for every layer without weights to quantize (norms, dropout...).
         warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-        model.quantize("int8")
+        # type_check=False: Keras quantizes only its exact classes otherwise, which would skip
+        # our TokenEmbedding (a ReversibleEmbedding that checks ids) and leave the tied MLM
+        # output, a vocabulary-sized matmul, in float32.
+        model.quantize("int8", type_check=False)
