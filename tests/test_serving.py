@@ -346,7 +346,16 @@ def test_sigterm_lets_in_flight_requests_finish(runs):
             requests = [session.post("/answer", json={"question": f"问题{i}是什么？"})
                         for i in range(6)]
             tasks = [asyncio.ensure_future(request) for request in requests]
-            await asyncio.sleep(0.3)
+            # Signal once the server holds all six (a fixed sleep was too short on a loaded
+            # machine: requests not yet sent were refused, which is right, and the test failed).
+            deadline = time.monotonic() + 60
+            while True:
+                health = (await session.get("/health")).json()
+                if health["received"]["/answer"] == 6 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            assert health["received"]["/answer"] == 6, health
+            assert health["handling"]["/answer"] >= 1, health  # some are really in flight
             process.send_signal(signal.SIGTERM)
             return [response.status_code for response in await asyncio.gather(*tasks)]
 

@@ -3,7 +3,7 @@
 A *service* (one per task run, see ``tasks/serving.py``) names its batch functions and its
 endpoints; this module turns them into an ASGI app with:
 
-* ``/health`` (what is served) and ``/metrics`` (Prometheus text: requests by endpoint and
+* ``/health`` (what is served, and task requests received and in progress) and ``/metrics`` (Prometheus text: requests by endpoint and
   status, latency, batch sizes, queue depth), plus an optional page at ``/``;
 * limits: request body size (413), items per request and characters per text (422, checked by
   :func:`check_texts`), waiting items (429), and a time limit per request (504);
@@ -206,19 +206,31 @@ def create_app(services: Sequence[Any], limits: Limits = Limits(),
     for _, endpoint in endpoints:
         _add_route(app, endpoint, submit, limits)
 
+    # Task requests received and being handled, by path: what a graceful shutdown must finish.
+    received, handling = dict.fromkeys(paths, 0), dict.fromkeys(paths, 0)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "tasks": [service.name for service in services],
                 "endpoints": {endpoint.path: task for task, endpoint in endpoints},
-                "waiting": {name: batcher.waiting for name, batcher in batchers.items()}}
+                "waiting": {name: batcher.waiting for name, batcher in batchers.items()},
+                "received": received, "handling": handling}
 
     known = set(paths) | {"/health", "/metrics", "/"}
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
         started = time.perf_counter()
-        response = await call_next(request)
         path = request.url.path if request.url.path in known else "other"
+        task_path = path in handling
+        if task_path:
+            received[path] += 1
+            handling[path] += 1
+        try:
+            response = await call_next(request)
+        finally:
+            if task_path:
+                handling[path] -= 1
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
