@@ -8,8 +8,8 @@ under XLA, bfloat16 in a plain ``tf.function``, where oneDNN's bfloat16 matmuls 
 bfloat16 matmul is no faster than float32). All contenders are timed interleaved.
 
 Prints the host and its matmul limit, then for each contender: sequences/s, the ratio to
-bert4x float32 (compiled where the backend compiles) and to HF float32, the float32 figure as GFLOP/s, and the least cosine
-between its mean-pooled sentence vectors and HF float32's.
+bert4x float32 (compiled where the backend compiles) and to HF float32, the float32 figure as
+GFLOP/s, and the least cosine between its mean-pooled sentence vectors and HF float32's.
 
     python benchmarks/precision.py                       # BERT-base, batch 32 x 128
     KERAS_BACKEND=torch python benchmarks/precision.py      # the same on PyTorch (or jax)
@@ -79,8 +79,9 @@ def onnx_sessions(reference, token_ids, directory):
     float_path, int8_path = (os.path.join(directory, name) for name in ("fp32.onnx", "int8.onnx"))
     # In eval mode: the exporter restores the wrapper's mode afterwards, and a new module
     # is in training mode, which would switch the HF model's dropout on for the other runs.
-    torch.onnx.export(LastHiddenState(reference).eval(), tuple(torch.tensor(arrays[n]) for n in INPUT_NAMES),
-                      float_path, input_names=list(INPUT_NAMES), dynamo=False, opset_version=17)
+    example = tuple(torch.tensor(arrays[name]) for name in INPUT_NAMES)
+    torch.onnx.export(LastHiddenState(reference).eval(), example, float_path,
+                      input_names=list(INPUT_NAMES), dynamo=False, opset_version=17)
     quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8)
     sessions = {name: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
                 for name, path in (("fp32", float_path), ("int8", int8_path))}
@@ -88,10 +89,16 @@ def onnx_sessions(reference, token_ids, directory):
 
 
 def mean_vectors(hidden):
+    """Mean-pooled float64 sentence vectors from any contender's output: a NumPy array (ONNX
+    Runtime), a torch tensor (HF, bfloat16 under autocast) or a Keras backend tensor."""
     import keras
     import numpy as np
-    return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(hidden, "float32"))
-                      if not isinstance(hidden, np.ndarray) else hidden, "float64").mean(axis=1)
+    import torch
+    if isinstance(hidden, torch.Tensor):
+        hidden = hidden.float().numpy()
+    elif not isinstance(hidden, np.ndarray):
+        hidden = keras.ops.convert_to_numpy(keras.ops.cast(hidden, "float32"))
+    return np.asarray(hidden, "float64").mean(axis=1)
 
 
 def least_cosine(vectors, expected):
@@ -145,9 +152,8 @@ def main():
     contenders["ONNX Runtime fp32"] = onnx["fp32"]
     contenders["ONNX Runtime int8"] = onnx["int8"]
 
-    expected = mean_vectors(hf(torch.float32)().numpy())
-    cosines = {name: least_cosine(mean_vectors(run() if not name.startswith("HF") else
-                                               run().float().numpy()), expected)
+    expected = mean_vectors(hf(torch.float32)())
+    cosines = {name: least_cosine(mean_vectors(run()), expected)
                for name, run in contenders.items()}
     print_host()
     print(f"BERT L={args.layers} H={args.hidden} A={args.heads}, batch {args.batch} x "

@@ -11,9 +11,9 @@ something for that task, in minutes and with no network.
   triples extracted, each marked right or wrong.
 
 Every task fine-tunes the shipped ``roformer_zh_tiny``, or the model directory given (one that
-``pretrain --export`` or ``bert4x enlarge`` wrote: the same recipes then compare models). Results go to one table (printed, and
-written as ``results.md`` / ``results.json`` with the examples) and a bar chart
-(``results.png``). The budgets keep the demo within minutes on 2 CPU cores; the task READMEs
+``pretrain --export`` or ``bert4x enlarge`` wrote: the same recipes then compare models).
+Results go to one table (printed, and written as ``results.md`` / ``results.json`` with the
+examples) and a bar chart (``results.png``). The budgets keep the demo within minutes on 2 CPU cores; the task READMEs
 report full-budget numbers, and the model card compares the embedded model with random weights.
 """
 

@@ -11,7 +11,7 @@ from bert4x.checkpoints import (
     LoadReport, export_huggingface, load_checkpoint, save_google_checkpoint,
 )
 from bert4x.config import ConfigError, TransformerConfig, with_our_names
-from bert4x.models.precision import building_at, check_precision, quantize_for
+from bert4x.models.precision import building_at, quantize_for
 from bert4x.models.transformer import MODELS, Transformer
 
 
@@ -144,7 +144,8 @@ def build_transformer_model(
     ``check_finite=False`` loads a checkpoint even when it holds NaN or
     infinite weights (refused by default).  ``precision`` ("fp32", "bf16" or "int8"; see
     :mod:`bert4x.models.precision`) runs the model's matmuls in mixed bfloat16 or on int8
-    kernels; ``None`` keeps the global Keras dtype policy.  The model takes ``[token_ids, segment_ids]``;
+    kernels; ``None`` keeps the global Keras dtype policy.  The model takes
+    ``[token_ids, segment_ids]``;
     token id 0 is padding, and with ``padding_mask`` (default) the outputs carry that Keras mask
     (see :class:`~bert4x.models.transformer.Transformer`).
     """
@@ -164,7 +165,6 @@ def build_transformer_model(
                 else _read_config(config_path, model, dict(overrides)).vocab_size)
         overrides["vocab_size"] = base + len(compound_tokens or ())
     config = _read_config(config_path, model, overrides)
-    check_precision(precision)
     if additional_input_layers is not None and not isinstance(additional_input_layers, list):
         additional_input_layers = [additional_input_layers]
     with building_at(precision):

@@ -3,8 +3,9 @@
 A *service* (one per task run, see ``tasks/serving.py``) names its batch functions and its
 endpoints; this module turns them into an ASGI app with:
 
-* ``/health`` (what is served, and task requests received and in progress) and ``/metrics`` (Prometheus text: requests by endpoint and
-  status, latency, batch sizes, queue depth), plus an optional page at ``/``;
+* ``/health`` (what is served, and task requests received and in progress) and ``/metrics``
+  (Prometheus text: requests by endpoint and status, latency, batch sizes, queue depth), plus
+  an optional page at ``/``;
 * limits: request body size (413), items per request and characters per text (422, checked by
   :func:`check_texts`), waiting items (429), and a time limit per request (504);
 * one JSON shape for every error, ``{"error": {"status", "message", "details"}}``: bad input is
