@@ -45,6 +45,22 @@ def add_optimizer_option(parser) -> None:
                              "model starts them as AdamW at 5e-4)")
 
 
+def add_precision_option(parser, training: bool = False) -> None:
+    """``--precision`` on a command that runs a trained model (fp32, bf16 or int8), or on one
+    that trains (fp32 or bf16) (:mod:`bert4x.models.precision`)."""
+    from bert4x.models.precision import PRECISIONS
+
+    if training:
+        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                            help="bf16: mixed-precision training, float32 weights and loss "
+                                 "with bfloat16 matmuls (load the run at any precision)")
+        return
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: bfloat16 matmuls; int8: int8 kernels, activations "
+                             "quantized per row. Logits, norms and softmax stay float32. "
+                             "Faster where the CPU has AVX-512 BF16/VNNI (benchmarks/precision.py)")
+
+
 #: The help of every option that names task data.
 DATA_SOURCE_HELP = ("a file, a datasets save_to_disk directory, or files for datasets' loaders "
                     "(json:FILES, csv:FILES, text:FILES, parquet:FILES; .csv/.parquet by suffix)")

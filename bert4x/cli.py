@@ -158,7 +158,7 @@ def _serve(args):
         raise SystemExit("bert4x serve: --model and --vocab go together")
     models = [(args.model, args.vocab, args.maxlen)] if args.model else []
     app = build_app(args.work_dir or [], limits, index_dir=args.index, beam_size=args.beam_size,
-                    models=models)
+                    models=models, precision=args.precision)
     print(f"bert4x serve: http://{args.host}:{args.port}/ (GET /health lists the endpoints)",
           flush=True)
     # uvicorn finishes in-flight requests on SIGINT/SIGTERM (up to --graceful-seconds), then
@@ -169,7 +169,7 @@ def _serve(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bert4x.arguments import positive_number, whole_number
+    from bert4x.arguments import add_precision_option, positive_number, whole_number
     from bert4x.export import FORMATS
     from bert4x.models import MODELS
 
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=positive_number, default=30.0,
                        help="seconds per request before a 504 (default %(default)s)")
     serve.add_argument("--beam-size", type=whole_number(), default=3, help="KgCLUE beam")
+    add_precision_option(serve)  # the task runs' models; a --model file runs as saved
     serve.add_argument("--graceful-seconds", type=positive_number, default=30.0,
                        help="on SIGTERM, how long in-flight requests may still take")
     serve.add_argument("--log-level", default="warning",

@@ -54,11 +54,11 @@ class Question(_Request):
 class CosentService:
     name = "cosent"
 
-    def __init__(self, work_dir, limits: Limits, index_dir=None):
+    def __init__(self, work_dir, limits: Limits, index_dir=None, precision=None):
         from tasks.cosent.task import load_trained_encoder
         from tasks.cosent.vectors import VectorIndex
 
-        self.encoder, self.limits = load_trained_encoder(work_dir), limits
+        self.encoder, self.limits = load_trained_encoder(work_dir, precision), limits
         self.index = VectorIndex.load(index_dir) if index_dir is not None else None
         # What one model call costs beyond its tokens, measured on this host, decides how a
         # batch of mixed lengths is cut into calls.
@@ -105,10 +105,10 @@ class CosentService:
 class TriplesService:
     name = "triples"
 
-    def __init__(self, work_dir, limits: Limits):
+    def __init__(self, work_dir, limits: Limits, precision=None):
         from tasks.triple_extraction.task import load_trained
 
-        self.extractor, self.limits = load_trained(work_dir), limits
+        self.extractor, self.limits = load_trained(work_dir, precision), limits
 
     def batch_functions(self):
         return {"extract": BatchFunction(self.extractor.extract)}
@@ -136,10 +136,10 @@ def _span(text: str, entity: str) -> Optional[List[int]]:
 class KgclueService:
     name = "kgclue"
 
-    def __init__(self, work_dir, limits: Limits, beam_size: int = 3):
+    def __init__(self, work_dir, limits: Limits, beam_size: int = 3, precision=None):
         from tasks.kgclue.task import Answerer, load_trained
 
-        settings, model, tokenizer, kb = load_trained(work_dir)
+        settings, model, tokenizer, kb = load_trained(work_dir, precision)
         self.answerer = Answerer(model, tokenizer, kb, settings, beam_size=beam_size)
         self.limits = limits
 
@@ -179,8 +179,10 @@ def _key_parts(key: Sequence[int], sep_id: int) -> List[List[int]]:
     return parts + ([current] if current else [])
 
 
-def build_services(work_dirs: Sequence, limits: Limits, index_dir=None, beam_size: int = 3):
-    """One service per run directory (at most one run per task)."""
+def build_services(work_dirs: Sequence, limits: Limits, index_dir=None, beam_size: int = 3,
+                   precision=None):
+    """One service per run directory (at most one run per task), each model computing at
+    ``precision`` (fp32, bf16 or int8)."""
     services, tasks = [], {}
     for work_dir in work_dirs:
         task = task_of(work_dir)
@@ -188,26 +190,26 @@ def build_services(work_dirs: Sequence, limits: Limits, index_dir=None, beam_siz
             raise ValueError(f"two {task} runs ({tasks[task]}, {work_dir}): serve one per task")
         tasks[task] = work_dir
         if task == "cosent":
-            services.append(CosentService(work_dir, limits, index_dir))
+            services.append(CosentService(work_dir, limits, index_dir, precision))
         elif task == "kgclue":
-            services.append(KgclueService(work_dir, limits, beam_size))
+            services.append(KgclueService(work_dir, limits, beam_size, precision))
         else:
-            services.append(TriplesService(work_dir, limits))
+            services.append(TriplesService(work_dir, limits, precision))
     if index_dir is not None and "cosent" not in tasks:
         raise ValueError("--index is a CoSENT vector index: serve a CoSENT run with it")
     return services
 
 
 def build_app(work_dirs: Sequence, limits: Limits = Limits(), index_dir=None, beam_size=3,
-              models: Sequence = ()):
-    """The app for the runs in ``work_dirs`` and, as ``/predict``, at most one saved model:
-    ``models`` holds ``(model file, vocab.txt, maxlen)``."""
+              models: Sequence = (), precision=None):
+    """The app for the runs in ``work_dirs`` (their models at ``precision``) and, as
+    ``/predict``, at most one saved model: ``models`` holds ``(model file, vocab.txt, maxlen)``."""
     if not work_dirs and not models:
         raise ValueError("nothing to serve: give --work-dir and/or --model")
     if len(models) > 1:
         raise ValueError("serve one --model at a time")
     from bert4x.serving.model_service import ModelService
 
-    services = build_services(work_dirs, limits, index_dir, beam_size)
+    services = build_services(work_dirs, limits, index_dir, beam_size, precision)
     services += [ModelService(path, vocab, limits, maxlen) for path, vocab, maxlen in models]
     return create_app(services, limits, page=PAGE.read_text(encoding="utf-8"))

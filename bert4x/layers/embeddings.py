@@ -21,7 +21,13 @@ class TokenEmbedding(keras.layers.ReversibleEmbedding):
     With ``mask_zero=True`` the output carries Keras' padding mask (id 0 is padding), so that
     layers and loss code downstream see which positions are real; in reverse mode the mask of
     the hidden states passes through to the logits.
+
+    The reverse projection computes in float32 even under a mixed policy: bfloat16 logits are
+    spaced 0.125 apart near 20, coarse enough to reorder close beams and flip answers.
     """
+
+    def __init__(self, *args, reverse_dtype="float32", **kwargs):
+        super().__init__(*args, reverse_dtype=reverse_dtype, **kwargs)
 
     def call(self, inputs, reverse=False):
         if not reverse:

@@ -8,11 +8,18 @@ already honour a dtype policy, keeping norms, softmax and attention logits in fl
 and quantize activations per row on the fly, which is what dynamic int8 inference needs.
 
 * ``bf16``: the model is built under ``mixed_bfloat16``: weights stay float32, matmuls run in
-  bfloat16, norms and softmax in float32. Hidden states come out in bfloat16, MLM
-  probabilities in float32.
+  bfloat16, norms and softmax in float32. Hidden states come out in bfloat16; the vocabulary
+  projection (MLM and LM logits) computes in float32.
 * ``int8``: the model is built in float32, the checkpoint loaded, then every dense and einsum
-  kernel and the token table are quantized to int8 (the table for the tied MLM output, a
-  vocabulary-sized matmul; its lookups dequantize one row each).
+  kernel is quantized to int8. The token tables and any vocabulary projection stay float32.
+
+Why the logits stay float32 at both precisions: beam search ranks hypotheses by summed
+log-probabilities, and close beams swap on small logit errors. On the demo's KgCLUE model,
+bfloat16 logits changed 4 of 100 answers (float32 logits: none), and an int8 vocabulary
+projection 5 (float32: 1). Projecting one position per decoding step is cheap either way.
+
+Training at ``bf16`` is mixed-precision training: float32 weights and optimizer moments, so no
+loss scaling is needed; heads built outside :func:`building_at` compute in float32.
 
 Which execution runs each fastest depends on the backend; ``benchmarks/precision.py``
 measures it (on TensorFlow CPU, bfloat16 is fastest in a plain ``tf.function``, int8 under
@@ -35,6 +42,24 @@ def check_precision(precision: Optional[str]) -> None:
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS} (None keeps the "
                          "global Keras dtype policy)")
+
+
+def check_training_precision(precision: Optional[str]) -> None:
+    check_precision(precision)
+    if precision == "int8":
+        raise ValueError("precision='int8' is for inference: int8 kernels do not train. Train at "
+                         "fp32 or bf16, then load the run at int8 (--precision int8 on the "
+                         "evaluate and predict commands)")
+
+
+def training_compile_options(precision: Optional[str]) -> dict:
+    """``model.compile`` options that train fastest at ``precision``: on TensorFlow, bfloat16
+    outside XLA, whose CPU matmuls do not use the BF16 instructions (``benchmarks/train.py``:
+    1.74x float32 without XLA, 0.98x with it)."""
+    check_training_precision(precision)
+    if precision == "bf16" and keras.backend.backend() == "tensorflow":
+        return {"jit_compile": False}
+    return {}
 
 
 @contextlib.contextmanager
@@ -62,7 +87,10 @@ def quantize_for(model: keras.Model, precision: Optional[str]) -> None:
     with warnings.catch_warnings():
         # Keras warns once for every layer without weights to quantize (norms, dropout...).
         warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-        # type_check=False: Keras quantizes only its exact classes otherwise, which would skip
-        # our TokenEmbedding (a ReversibleEmbedding that checks ids) and leave the tied MLM
-        # output, a vocabulary-sized matmul, in float32.
-        model.quantize("int8", type_check=False)
+        # type_check=False: Keras would quantize only its exact classes, skipping subclasses.
+        model.quantize("int8", type_check=False, filters=_outside_the_vocabulary)
+
+
+def _outside_the_vocabulary(layer) -> bool:
+    """Not a token table (its reverse call gives the tied logits), nor the untied logits."""
+    return not (isinstance(layer, keras.layers.Embedding) or layer.name.endswith("Output-LM"))

@@ -184,10 +184,11 @@ class Transformer:
         return self.make(LayerNormalization, name, epsilon=self.config.layer_norm_eps,
                          conditional=True, **self.condition_options)([x, self.norm_condition])
 
-    def dense(self, x, units, name, activation=None, use_bias=True):
+    def dense(self, x, units, name, activation=None, use_bias=True, dtype=None):
+        """``dtype`` None: the global policy's."""
         return self.make(keras.layers.Dense, name, units=units,
                          activation=activations.get(activation), use_bias=use_bias,
-                         kernel_initializer=self.initializer)(x)
+                         kernel_initializer=self.initializer, dtype=dtype)(x)
 
     def attend(self, layer, x, mask, index, **kwargs):
         """Call an attention-like layer; in a decoding step, through layer ``index``'s cache."""
@@ -372,7 +373,7 @@ class Transformer:
                        activation=self.mlm_transform_activation or self.config.activation)
         x = self.norm(x, "MLM-Norm")
         x = self.token_embedding(x, reverse=True)
-        x = self.make(BiasAdd, "MLM-Bias")(x)
+        x = self.make(BiasAdd, "MLM-Bias", dtype="float32")(x)  # logits stay float32 (above)
         return self.mlm_activation(x)
 
     def mlm_activation(self, logits):
@@ -867,8 +868,9 @@ class T5(Transformer):
                           scale=cfg.hidden_size ** -0.5)(x)
         if cfg.tie_word_embeddings:
             return self.mlm_activation(self.token_embedding(x, reverse=True))
+        # float32 logits, as the tied projection gives (TokenEmbedding says why)
         return self.mlm_activation(self.dense(x, cfg.vocab_size, "Decoder-Output-LM",
-                                              use_bias=False))
+                                              use_bias=False, dtype="float32"))
 
 
 class T511(T5):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
-                              positive_number, whole_number)
+                              add_precision_option, positive_number, whole_number)
 from tasks.cosent.model import POOLINGS
 from tasks.cosent.task import OBJECTIVES
 from tasks.model_options import add_model_options, resolve_model_options
@@ -45,14 +45,15 @@ def _train(args):
     compare_objectives(_settings(args, objectives[0]), objectives, _read_pairs(args.train, args),
                        splits, args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, seed=args.seed,
-                       optimizer=args.optimizer)
+                       optimizer=args.optimizer, precision=args.precision)
     return 0
 
 
 def _evaluate(args):
     from tasks.cosent.task import load_trained_encoder, spearman
 
-    print(f"Spearman ×100: {spearman(load_trained_encoder(args.work_dir), _read_pairs(args.data, args)):.2f}")
+    encoder = load_trained_encoder(args.work_dir, args.precision)
+    print(f"Spearman ×100: {spearman(encoder, _read_pairs(args.data, args)):.2f}")
     return 0
 
 
@@ -62,7 +63,8 @@ def _encode(args):
     from tasks.cosent.vectors import VectorIndex
 
     texts = read_text_lines(args.input)
-    vectors = load_trained_encoder(args.work_dir).encode(texts, batch_size=args.batch_size)
+    vectors = load_trained_encoder(args.work_dir, args.precision).encode(
+        texts, batch_size=args.batch_size)
     print("wrote", VectorIndex(vectors, texts).save(args.output), f"({len(texts)} vectors)")
     return 0
 
@@ -73,7 +75,7 @@ def _search(args):
 
     index = VectorIndex.load(args.index)
     queries = args.query
-    vectors = load_trained_encoder(args.work_dir).encode(queries, progress=False)
+    vectors = load_trained_encoder(args.work_dir, args.precision).encode(queries, progress=False)
     for query, hits in zip(queries, index.search(vectors, args.k)):
         print(query)
         for rank, (_, score, text) in enumerate(hits, start=1):
@@ -110,6 +112,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--epochs", type=whole_number(), default=2)
     train.add_argument("--learning-rate", type=positive_number, default=2e-5)
     add_optimizer_option(train)
+    add_precision_option(train, training=True)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", required=True)
     data_options(train)
@@ -119,6 +122,7 @@ def add_commands(subparsers) -> None:
     evaluate.add_argument("--work-dir", required=True)
     evaluate.add_argument("--data", required=True, help=DATA_SOURCE_HELP)
     data_options(evaluate)
+    add_precision_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     encode = commands.add_parser("encode", help="encode a text file (one per line) to an index")
@@ -126,6 +130,7 @@ def add_commands(subparsers) -> None:
     encode.add_argument("--input", required=True)
     encode.add_argument("--output", required=True, help="directory for vectors.npy + texts.json")
     encode.add_argument("--batch-size", type=whole_number(), default=64)
+    add_precision_option(encode)
     encode.set_defaults(handler=_encode)
 
     search = commands.add_parser("search", help="top-k most similar texts of an index")
@@ -133,6 +138,7 @@ def add_commands(subparsers) -> None:
     search.add_argument("--index", required=True)
     search.add_argument("--query", required=True, action="append", help="repeatable")
     search.add_argument("-k", type=whole_number(), default=5)
+    add_precision_option(search)
     search.set_defaults(handler=_search)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bert4x.files import atomic_path
+from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
+                                     training_compile_options)
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, sequence_padding, train)
@@ -73,14 +75,17 @@ def build_sentence_encoder(settings: Settings, load_checkpoint: bool = True) -> 
     return SentenceEncoder(encoder, tokenizer, settings.maxlen)
 
 
-def load_trained_encoder(work_dir) -> SentenceEncoder:
-    """The best encoder of a finished run."""
+def load_trained_encoder(work_dir, precision: Optional[str] = None) -> SentenceEncoder:
+    """The best encoder of a finished run, computing at ``precision`` (fp32, bf16 or int8;
+    see :mod:`bert4x.models.precision`)."""
     settings = Settings.load(work_dir)
     weights = os.path.join(work_dir, ENCODER_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
-    sentence_encoder = build_sentence_encoder(settings, load_checkpoint=False)
+    with building_at(precision):
+        sentence_encoder = build_sentence_encoder(settings, load_checkpoint=False)
     sentence_encoder.encoder.load_weights(weights)
+    quantize_for(sentence_encoder.encoder, precision)
     return sentence_encoder
 
 
@@ -119,11 +124,15 @@ def class_count(pairs: Sequence[Pair]) -> int:
 
 def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[Pair],
                   work_dir, epochs: int = 2, batch_size: int = 32, learning_rate: float = 2e-5,
-                  seed: int = 0, verbose="auto", optimizer: str = "adamw") -> SentenceEncoder:
-    """Train with ``settings.objective``; keep the encoder with the best dev Spearman."""
+                  seed: int = 0, verbose="auto", optimizer: str = "adamw",
+                  precision: str = "fp32") -> SentenceEncoder:
+    """Train with ``settings.objective``; keep the encoder with the best dev Spearman.
+    ``precision`` "bf16" trains the encoder in mixed bfloat16 (the loss in float32)."""
+    check_training_precision(precision)
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
-    sentence_encoder = build_sentence_encoder(settings)
+    with building_at(precision):
+        sentence_encoder = build_sentence_encoder(settings)
     if settings.objective == "cosent":
         model, loss = build_cosine_model(sentence_encoder.encoder), CoSENTLoss()
     else:
@@ -135,7 +144,7 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 10),
                                             weight_decay=0.01, algorithm=optimizer),
-                  loss=loss)
+                  loss=loss, **training_compile_options(precision))
     evaluator = Evaluator(lambda _: {"spearman": spearman(sentence_encoder, dev_pairs)},
                           monitor="spearman",
                           best_path=os.path.join(work_dir, "best.weights.h5"))
@@ -149,7 +158,8 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
 def compare_objectives(settings: Settings, objectives: Sequence[str], train_pairs: List[Pair],
                        splits: dict, work_dir, **training) -> dict:
     """Spearman of the untrained encoder and of one encoder per objective, trained with the
-    same budget (``training``: epochs, batch size, learning rate, seed, optimizer); with one objective
+    same budget (``training``: epochs, batch size, learning rate, seed, optimizer, precision);
+    with one objective
     the run lives in ``work_dir`` itself, with several in ``work_dir/<objective>``. The table
     is written to ``work_dir/results.md``."""
     # The untrained row's weights are random too (with --random-init): seed them by the run.

@@ -14,7 +14,7 @@ import json
 import sys
 
 from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
-                              positive_number, whole_number)
+                              add_precision_option, positive_number, whole_number)
 from tasks.model_options import add_model_options, resolve_model_options
 
 
@@ -63,14 +63,15 @@ def _train(args):
     train_seq2seq(settings, _questions(args.train, args), _questions(args.dev, args),
                   args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, seed=args.seed, dev_limit=args.dev_limit,
-                  beam_size=args.beam_size, optimizer=args.optimizer)
+                  beam_size=args.beam_size, optimizer=args.optimizer,
+                  precision=args.precision)
     return 0
 
 
 def _answerer(args):
     from tasks.kgclue.task import Answerer, load_trained
 
-    settings, model, tokenizer, kb = load_trained(args.work_dir)
+    settings, model, tokenizer, kb = load_trained(args.work_dir, args.precision)
     return Answerer(model, tokenizer, kb, settings, beam_size=args.beam_size,
                     constrained=not args.unconstrained, lookahead=not args.no_lookahead)
 
@@ -123,6 +124,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--batch-size", type=whole_number(), default=32)
     train.add_argument("--learning-rate", type=positive_number, default=1e-4)
     add_optimizer_option(train)
+    add_precision_option(train, training=True)
     train.add_argument("--question-maxlen", type=whole_number(3), default=64)
     train.add_argument("--key-maxlen", type=whole_number(3), default=48)
     train.add_argument("--dev-limit", type=whole_number(0), default=200,
@@ -147,6 +149,7 @@ def add_commands(subparsers) -> None:
             command.add_argument("--input", required=True, help=DATA_SOURCE_HELP)
             command.add_argument("--output", required=True)
         add_column_option(command, "question, answer, id")
+        add_precision_option(command)
         command.set_defaults(handler=handler)
 
 

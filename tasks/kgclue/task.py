@@ -20,6 +20,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bert4x.files import atomic_path
+from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
+                                     training_compile_options)
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
@@ -65,15 +67,18 @@ def build_seq2seq(settings: Settings, tokenizer, load_checkpoint: bool = True) -
                           load_checkpoint, application="unilm", with_mlm="linear")
 
 
-def load_trained(work_dir):
-    """(settings, model, tokenizer, knowledge base) of a finished run."""
+def load_trained(work_dir, precision: Optional[str] = None):
+    """(settings, model, tokenizer, knowledge base) of a finished run, the model computing at
+    ``precision`` (fp32, bf16 or int8; see :mod:`bert4x.models.precision`)."""
     settings = Settings.load(work_dir)
     weights = os.path.join(work_dir, MODEL_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
     tokenizer = Tokenizer(settings.vocab)
-    model = build_seq2seq(settings, tokenizer, load_checkpoint=False)
+    with building_at(precision):
+        model = build_seq2seq(settings, tokenizer, load_checkpoint=False)
     model.load_weights(weights)
+    quantize_for(model, precision)
     return settings, model, tokenizer, KnowledgeBase.load(settings.kb)
 
 
@@ -106,13 +111,16 @@ def collate_seq2seq(batch):
 
 def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, epochs=3,
                   batch_size=32, learning_rate=1e-4, seed=0, dev_limit=200, beam_size=3,
-                  verbose="auto", optimizer="adamw") -> keras.Model:
+                  verbose="auto", optimizer="adamw", precision="fp32") -> keras.Model:
     """Fine-tune on the training questions; keep the weights with the best dev score (on the
-    first ``dev_limit`` dev questions, constrained decoding)."""
+    first ``dev_limit`` dev questions, constrained decoding). ``precision`` "bf16" trains in
+    mixed bfloat16 (logits and loss in float32)."""
+    check_training_precision(precision)
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
     tokenizer, kb = Tokenizer(settings.vocab), KnowledgeBase.load(settings.kb)
-    model = build_seq2seq(settings, tokenizer)
+    with building_at(precision):
+        model = build_seq2seq(settings, tokenizer)
     examples = seq2seq_examples(train_questions, tokenizer, settings)
     batches = BucketedBatches(examples, batch_size, collate_seq2seq, seed=seed,
                               length=lambda example: len(example[0]) + len(example[1]))
@@ -120,7 +128,8 @@ def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, 
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 20),
                                             weight_decay=0.01, algorithm=optimizer),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  **training_compile_options(precision))
     dev = list(dev_questions)[:dev_limit]
     evaluator = Evaluator(
         lambda m: {"score": evaluate(Answerer(m, tokenizer, kb, settings, beam_size), dev,

@@ -14,7 +14,7 @@ import json
 import sys
 
 from bert4x.arguments import (DATA_SOURCE_HELP, add_column_option, add_optimizer_option,
-                              positive_number, whole_number)
+                              add_precision_option, positive_number, whole_number)
 from tasks.model_options import add_model_options, resolve_model_options
 from tasks.triple_extraction.models import KINDS
 
@@ -40,7 +40,7 @@ def _train(args):
                                 _examples(args.dev, schema, args),
                                 args.work_dir, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, seed=args.seed,
-                                optimizer=args.optimizer)
+                                optimizer=args.optimizer, precision=args.precision)
     print(json.dumps(extractor.evaluate(_examples(args.dev, schema, args))["all"], indent=1))
     return 0
 
@@ -49,7 +49,7 @@ def _evaluate(args):
     from tasks.triple_extraction.metrics import format_scores
     from tasks.triple_extraction.task import load_trained
 
-    extractor = load_trained(args.work_dir)
+    extractor = load_trained(args.work_dir, args.precision)
     print(format_scores(extractor.evaluate(_examples(args.data, extractor.schema, args))))
     return 0
 
@@ -59,7 +59,7 @@ def _predict(args):
     from tasks.triple_extraction.data import write_duie
     from tasks.triple_extraction.task import load_trained
 
-    extractor = load_trained(args.work_dir)
+    extractor = load_trained(args.work_dir, args.precision)
     if args.input.endswith((".json", ".jsonl")) or is_table_source(args.input):
         texts = [e.text for e in _examples(args.input, extractor.schema, args,
                                            require_triples=False)]
@@ -90,6 +90,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--batch-size", type=whole_number(), default=16)
     train.add_argument("--learning-rate", type=positive_number, default=1e-4)
     add_optimizer_option(train)
+    add_precision_option(train, training=True)
     train.add_argument("--maxlen", type=whole_number(3), default=128)
     train.add_argument("--head-size", type=whole_number(), default=64)
     train.add_argument("--seed", type=int, default=0)
@@ -101,6 +102,7 @@ def add_commands(subparsers) -> None:
     evaluate.add_argument("--work-dir", required=True)
     evaluate.add_argument("--data", required=True, help=DATA_SOURCE_HELP)
     add_column_option(evaluate, "text, spo_list")
+    add_precision_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="extract triples, write DuIE JSON lines")
@@ -109,6 +111,7 @@ def add_commands(subparsers) -> None:
                          help=f"text lines, or DuIE JSON lines, or {DATA_SOURCE_HELP}")
     predict.add_argument("--output", required=True)
     add_column_option(predict, "text")
+    add_precision_option(predict)
     predict.set_defaults(handler=_predict)
 
 

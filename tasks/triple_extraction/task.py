@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence
 import keras
 
 from bert4x.files import atomic_path
+from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
+                                     training_compile_options)
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, train)
@@ -90,24 +92,32 @@ class Extractor:
                              [e.triples for e in examples])
 
 
-def load_trained(work_dir) -> Extractor:
+def load_trained(work_dir, precision: Optional[str] = None) -> Extractor:
+    """The best extractor of a finished run, computing at ``precision`` (fp32, bf16 or int8;
+    see :mod:`bert4x.models.precision`)."""
     settings = Settings.load(work_dir)
     weights = os.path.join(work_dir, MODEL_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
-    extractor = Extractor(settings, load_checkpoint=False)
+    with building_at(precision):
+        extractor = Extractor(settings, load_checkpoint=False)
     extractor.model.train_model.load_weights(weights)
+    quantize_for(extractor.model.train_model, precision)
     return extractor
 
 
 def train_extractor(settings: Settings, train_examples: Sequence[Example],
                     dev_examples: Sequence[Example], work_dir, epochs: int = 20,
                     batch_size: int = 16, learning_rate: float = 5e-5, seed: int = 0,
-                    verbose="auto", optimizer: str = "adamw") -> Extractor:
-    """Train; keep the weights with the best dev F1."""
+                    verbose="auto", optimizer: str = "adamw",
+                    precision: str = "fp32") -> Extractor:
+    """Train; keep the weights with the best dev F1. ``precision`` "bf16" trains in mixed
+    bfloat16 (the losses in float32)."""
+    check_training_precision(precision)
     keras.utils.set_random_seed(seed)
     settings.save(work_dir)
-    extractor = Extractor(settings)
+    with building_at(precision):
+        extractor = Extractor(settings)
     model = extractor.model
     examples = model.training_examples(extractor.label(train_examples))
     batches = BucketedBatches(examples, batch_size, model.collate, seed=seed,
@@ -117,7 +127,7 @@ def train_extractor(settings: Settings, train_examples: Sequence[Example],
     model.train_model.compile(
         optimizer=build_optimizer(WarmupDecay(learning_rate, total, warmup_steps=total // 10),
                                   weight_decay=0.01, algorithm=optimizer),
-        loss=model.losses)
+        loss=model.losses, **training_compile_options(precision))
     evaluator = Evaluator(lambda _: {"f1": extractor.evaluate(dev_examples)["all"]["f1"]},
                           monitor="f1", best_path=os.path.join(work_dir, "best.weights.h5"))
     train(model.train_model, batches, epochs, work_dir, evaluator=evaluator, seed=seed,

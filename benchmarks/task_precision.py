@@ -1,0 +1,91 @@
+"""What bfloat16 and int8 cost the tasks: a trained CoSENT encoder's test Spearman and a trained
+KgCLUE model's answers, each loaded at float32, bfloat16 and int8 (``--precision`` on the task
+commands), on the demo's test data.
+
+Random weights bound only the vectors' cosine (``benchmarks/precision.py``); a trained model
+shows whether the small numeric changes move a task's metric or flip an answer. Prints the
+CoSENT Spearman ×100 per precision with its change from float32, and the KgCLUE score ×100
+per precision with the share of questions whose answer (the generated KB key) equals
+float32's, and the seconds each took.
+
+    bert4x demo --work-dir runs/demo          # trains both runs, on the embedded model
+    python benchmarks/task_precision.py --cosent runs/demo/cosent/cosent --kgclue runs/demo/kgclue
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from host import print_host  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def cosent_rows(work_dir, limit):
+    from pretrained import STSB_ZH_DIR
+    from tasks.cosent.data import read_pairs
+    from tasks.cosent.task import load_trained_encoder, spearman
+
+    test = read_pairs(STSB_ZH_DIR / "test.data").examples[:limit]
+    print(f"\nCoSENT {work_dir}: test Spearman x100 on {len(test)} STS-B-zh pairs")
+    print(f"{'precision':<10} {'Spearman':>9} {'change':>8} {'seconds':>8}")
+    reference = None
+    for precision in PRECISIONS:
+        start = time.perf_counter()
+        value = spearman(load_trained_encoder(work_dir, precision), test)
+        reference = value if reference is None else reference
+        print(f"{precision:<10} {value:9.2f} {value - reference:+8.2f} "
+              f"{time.perf_counter() - start:8.1f}", flush=True)
+
+
+def kgclue_rows(work_dir, limit, beam_size):
+    from pretrained import KGCLUE_DIR
+    from tasks.kgclue.data import read_questions
+    from tasks.kgclue.metrics import score
+    from tasks.kgclue.task import Answerer, load_trained
+
+    questions = read_questions(KGCLUE_DIR / "test_public.json").examples[:limit]
+    print(f"\nKgCLUE {work_dir}: {len(questions)} test_public questions, beam {beam_size}, "
+          "under the prefix tree")
+    print(f"{'precision':<10} {'score':>7} {'same key as fp32':>17} {'seconds':>8}")
+    reference = None
+    for precision in PRECISIONS:
+        start = time.perf_counter()
+        settings, model, tokenizer, kb = load_trained(work_dir, precision)
+        answerer = Answerer(model, tokenizer, kb, settings, beam_size=beam_size)
+        answers = [answerer.generate(q.question) for q in questions]
+        keys = [tuple(tokens) for _, tokens in answers]
+        reference = keys if reference is None else reference
+        agreement = sum(a == b for a, b in zip(keys, reference)) / len(keys)
+        _, _, total = score([triple.object if triple else "" for triple, _ in answers],
+                            [q.answer.object for q in questions])
+        print(f"{precision:<10} {100 * total:7.2f} {100 * agreement:16.1f}% "
+              f"{time.perf_counter() - start:8.1f}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cosent", help="a finished cosent run (its work dir)")
+    parser.add_argument("--kgclue", help="a finished kgclue run (its work dir)")
+    parser.add_argument("--cosent-pairs", type=int, default=1361,
+                        help="first N test pairs (the demo's 1361)")
+    parser.add_argument("--kgclue-questions", type=int, default=100,
+                        help="first N test_public questions (the demo's 100)")
+    parser.add_argument("--beam-size", type=int, default=3)
+    args = parser.parse_args()
+    if not (args.cosent or args.kgclue):
+        parser.error("give --cosent and/or --kgclue run directories")
+    print_host()
+    if args.cosent:
+        cosent_rows(args.cosent, args.cosent_pairs)
+    if args.kgclue:
+        kgclue_rows(args.kgclue, args.kgclue_questions, args.beam_size)
+
+
+if __name__ == "__main__":
+    main()
