@@ -19,7 +19,9 @@ bfloat16 logits changed 4 of 100 answers (float32 logits: none), and an int8 voc
 projection 5 (float32: 1). Projecting one position per decoding step is cheap either way.
 
 Training at ``bf16`` is mixed-precision training: float32 weights and optimizer moments, so no
-loss scaling is needed; heads built outside :func:`building_at` compute in float32.
+loss scaling is needed; heads built outside :func:`building_at` compute in float32. Keras'
+default ``jit_compile="auto"`` leaves XLA off on a CPU-only TensorFlow machine, which is what
+bfloat16 needs there (``benchmarks/train.py``: 1.74x float32 without XLA, 0.98x with it).
 
 Which execution runs each fastest depends on the backend; ``benchmarks/precision.py``
 measures it (on TensorFlow CPU, bfloat16 is fastest in a plain ``tf.function``, int8 under
@@ -50,16 +52,6 @@ def check_training_precision(precision: Optional[str]) -> None:
         raise ValueError("precision='int8' is for inference: int8 kernels do not train. Train at "
                          "fp32 or bf16, then load the run at int8 (--precision int8 on the "
                          "evaluate and predict commands)")
-
-
-def training_compile_options(precision: Optional[str]) -> dict:
-    """``model.compile`` options that train fastest at ``precision``: on TensorFlow, bfloat16
-    outside XLA, whose CPU matmuls do not use the BF16 instructions (``benchmarks/train.py``:
-    1.74x float32 without XLA, 0.98x with it)."""
-    check_training_precision(precision)
-    if precision == "bf16" and keras.backend.backend() == "tensorflow":
-        return {"jit_compile": False}
-    return {}
 
 
 @contextlib.contextmanager

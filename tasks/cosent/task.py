@@ -17,8 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
-                                     training_compile_options)
+from bert4x.models.precision import building_at, check_training_precision, quantize_for
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, sequence_padding, train)
@@ -144,7 +143,7 @@ def train_encoder(settings: Settings, train_pairs: List[Pair], dev_pairs: List[P
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 10),
                                             weight_decay=0.01, algorithm=optimizer),
-                  loss=loss, **training_compile_options(precision))
+                  loss=loss)
     evaluator = Evaluator(lambda _: {"spearman": spearman(sentence_encoder, dev_pairs)},
                           monitor="spearman",
                           best_path=os.path.join(work_dir, "best.weights.h5"))

@@ -20,8 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
-                                     training_compile_options)
+from bert4x.models.precision import building_at, check_training_precision, quantize_for
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
@@ -128,8 +127,7 @@ def train_seq2seq(settings: Settings, train_questions, dev_questions, work_dir, 
     model.compile(optimizer=build_optimizer(WarmupDecay(learning_rate, total,
                                                         warmup_steps=total // 20),
                                             weight_decay=0.01, algorithm=optimizer),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  **training_compile_options(precision))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     dev = list(dev_questions)[:dev_limit]
     evaluator = Evaluator(
         lambda m: {"score": evaluate(Answerer(m, tokenizer, kb, settings, beam_size), dev,

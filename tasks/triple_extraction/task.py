@@ -14,8 +14,7 @@ from typing import List, Optional, Sequence
 import keras
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import (building_at, check_training_precision, quantize_for,
-                                     training_compile_options)
+from bert4x.models.precision import building_at, check_training_precision, quantize_for
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, train)
@@ -127,7 +126,7 @@ def train_extractor(settings: Settings, train_examples: Sequence[Example],
     model.train_model.compile(
         optimizer=build_optimizer(WarmupDecay(learning_rate, total, warmup_steps=total // 10),
                                   weight_decay=0.01, algorithm=optimizer),
-        loss=model.losses, **training_compile_options(precision))
+        loss=model.losses)
     evaluator = Evaluator(lambda _: {"f1": extractor.evaluate(dev_examples)["all"]["f1"]},
                           monitor="f1", best_path=os.path.join(work_dir, "best.weights.h5"))
     train(model.train_model, batches, epochs, work_dir, evaluator=evaluator, seed=seed,

@@ -1,0 +1,182 @@
+"""Every benchmark in one command, written up as one table of results.
+
+    python -m benchmarks                         # all of them, full size (about an hour on 2 cores)
+    python -m benchmarks --quick                 # small shapes: checks that each one runs
+    python -m benchmarks --only precision train  # a few; names as listed by --list
+
+Each benchmark runs as its own process (a crash or a leaked thread pool cannot touch the next
+one), on the Keras backend of ``KERAS_BACKEND`` (TensorFlow by default), with its output shown
+as it comes. ``benchmarks/RESULTS.md`` (or ``--output``) is rewritten after each one, so an
+interrupted run keeps what finished: the date, the commit, the host and its measured matmul
+limits, then each benchmark's command, seconds and printed table, whose ratios come from one
+process timing both sides in turn. ``task_precision`` first trains the demo's CoSENT and KgCLUE
+runs on the embedded model (``bert4x demo``), as a user would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    what: str
+    full: List[str] = field(default_factory=list)
+    quick: Optional[List[str]] = None  # None: skipped by --quick (it needs trained runs)
+
+
+BENCHMARKS = [
+    Benchmark("precision", "encoder at float32, bfloat16 and int8 against HF (float32, bfloat16 "
+              "autocast) and ONNX Runtime (float32, dynamic int8)",
+              quick=["--layers", "2", "--hidden", "128", "--heads", "2", "--batch", "4",
+                     "--length", "32", "--repeats", "1"]),
+    Benchmark("encode", "encoder float32 execution modes against HF",
+              quick=["--layers", "2", "--repeats", "1"]),
+    Benchmark("train", "one fine-tuning step, float32 and mixed bfloat16, against HF",
+              quick=["--layers", "1", "--hidden", "128", "--heads", "2", "--batch", "4",
+                     "--length", "32", "--repeats", "1"]),
+    Benchmark("task_precision", "what bfloat16 and int8 cost trained CoSENT and KgCLUE runs"),
+    Benchmark("tokenization", "tokenizing 104,100 real texts against HF's BertTokenizer",
+              quick=["--repeats", "1"]),
+    Benchmark("decode", "beam search with and without the key/value cache",
+              quick=["--layers", "1", "--new-tokens", "8", "--repeats", "1"]),
+    Benchmark("trie", "a KgCLUE-shaped knowledge-base trie against a dict of dicts",
+              quick=["--keys", "20000"]),
+    Benchmark("long_sequence", "FLASH, GAU and standard attention from 512 to 8192 tokens",
+              ["--plot", os.path.join(HERE, "long_sequence.png")],
+              quick=["--lengths", "256", "512", "--repeats", "1", "--plot",
+                     os.path.join(tempfile.gettempdir(), "long_sequence.png")]),
+    Benchmark("serve_load", "served throughput and latency against offline encoding",
+              quick=["--requests", "64", "--clients", "4", "--repeats", "1"]),
+    Benchmark("data_loading", "training batches from files, streamed and in memory",
+              quick=["--scales", "1", "--batches", "10", "--repeats", "1"]),
+]
+
+
+def host_facts() -> List[str]:
+    """The host lines of the file's head: CPU, flags, and the measured matmul limits."""
+    sys.path.insert(0, HERE)
+    from host import cpu_description, matmul_gflops
+
+    import keras
+
+    return [f"- Host: {cpu_description()}",
+            f"- Keras {keras.__version__}, backend {keras.backend.backend()}; matmul limit "
+            f"[4096x768]x[768x3072], measured in-graph (on TensorFlow the faster of XLA and a "
+            f"plain graph): float32 {matmul_gflops():.0f} GFLOP/s, bfloat16 "
+            f"{matmul_gflops('bfloat16'):.0f} GFLOP/s"]
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def run_streaming(command: List[str]) -> Tuple[int, str]:
+    """Run ``command`` from the repository root, echoing its output line by line (progress),
+    and return its exit status and output."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    return process.wait(), "".join(lines)
+
+
+def table_of(output: str) -> str:
+    """The benchmark's own report: its output without framework log lines and progress bars."""
+    noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
+    kept = [line.split("\r")[-1] for line in output.splitlines()
+            if not line.startswith(noise) and "it/s]" not in line]
+    return "\n".join(kept).strip()
+
+
+def demo_runs(directory: str) -> Tuple[int, str, List[str]]:
+    """Train the demo's CoSENT and KgCLUE runs; the task_precision arguments for them."""
+    status, output = run_streaming([sys.executable, "-m", "bert4x.cli", "demo", "--work-dir",
+                                    directory, "--tasks", "cosent", "kgclue"])
+    return status, output, ["--cosent", os.path.join(directory, "cosent", "cosent"),
+                            "--kgclue", os.path.join(directory, "kgclue")]
+
+
+def write_results(path: str, head: List[str], sections: List[str]) -> None:
+    temporary = path + ".partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(head + sections) + "\n")
+    os.replace(temporary, path)
+
+
+def main(argv=None) -> int:
+    names = [b.name for b in BENCHMARKS]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small shapes and one repeat: that each runs, not what it measures")
+    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME",
+                        help=f"these benchmarks only: {', '.join(names)}")
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and stop")
+    args = parser.parse_args(argv)
+    if args.list:
+        for benchmark in BENCHMARKS:
+            print(f"{benchmark.name:16s} {benchmark.what}")
+        return 0
+    chosen = [b for b in BENCHMARKS if args.only is None or b.name in args.only]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    head = [f"# Benchmark results{' (--quick: shapes too small to mean anything)' if args.quick else ''}",
+            "", f"- Run {started:%Y-%m-%d %H:%M} UTC at commit {commit()}: "
+            f"`python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}`",
+            *host_facts(), "- Each table times its contenders in turn (A, B, A, B) in one "
+            "process, so its ratios are from one run on this host.", ""]
+    sections, failed = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, benchmark in enumerate(chosen, start=1):
+            print(f"\n=== [{number}/{len(chosen)}] {benchmark.name}: {benchmark.what}", flush=True)
+            arguments = benchmark.quick if args.quick else benchmark.full
+            section = [f"## {benchmark.name}", "", benchmark.what + ".", ""]
+            if arguments is None:
+                sections += section + ["Skipped by --quick: it measures trained runs.", ""]
+                continue
+            start = time.perf_counter()
+            if benchmark.name == "task_precision":
+                status, output, arguments = demo_runs(os.path.join(scratch, "demo"))
+                if status != 0:
+                    failed.append(benchmark.name)
+                    sections += section + [f"The demo runs it needs failed (exit {status}):",
+                                           "", "```", table_of(output)[-2000:], "```", ""]
+                    write_results(args.output, head, sections)
+                    continue
+            command = [sys.executable, os.path.join("benchmarks", f"{benchmark.name}.py"),
+                       *arguments]
+            status, output = run_streaming(command)
+            seconds = time.perf_counter() - start
+            if status != 0:
+                failed.append(benchmark.name)
+            shown = " ".join(["python", *command[1:]])
+            section += [f"`{shown}`: {seconds:.0f} s" + (f", **exit {status}**" if status else ""),
+                        "", "```", table_of(output), "```", ""]
+            sections += section
+            write_results(args.output, head, sections)
+    write_results(args.output, head, sections)
+    print(f"\nwrote {args.output}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
