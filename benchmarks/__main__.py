@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -99,11 +100,22 @@ def run_streaming(command: List[str]) -> Tuple[int, str]:
     return process.wait(), "".join(lines)
 
 
+#: Python's warning lines ("file.py:12: UserWarning: ..."), each followed by its source line.
+PYTHON_WARNING = re.compile(r"^\S+:\d+: \w*Warning: ")
+
+
 def table_of(output: str) -> str:
-    """The benchmark's own report: its output without framework log lines and progress bars."""
-    noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
-    kept = [line.split("\r")[-1] for line in output.splitlines()
-            if not line.startswith(noise) and "it/s]" not in line]
+    """The benchmark's own report: its output without framework log lines, Python warnings
+    and progress bars."""
+    noise = ("I0000", "W0000", "E0000", "WARNING:", "To enable the following")
+    kept, after_warning = [], False
+    for line in output.splitlines():
+        if after_warning and line.startswith("  "):
+            after_warning = False
+            continue
+        after_warning = bool(PYTHON_WARNING.match(line))
+        if not (after_warning or line.startswith(noise) or "it/s]" in line):
+            kept.append(line.split("\r")[-1])
     return "\n".join(kept).strip()
 
 
