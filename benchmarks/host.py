@@ -104,3 +104,17 @@ def release_free_memory() -> None:
 
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def print_rates(seconds: Dict[str, float], batch: int, baseline: str, peer: str,
+                extra: Dict[str, Dict[str, str]] = None) -> None:
+    """One row per contender: sequences/s, its ratio to ``baseline`` (ours) and to ``peer``
+    (theirs), then the ``extra`` columns (title -> contender -> formatted value)."""
+    extra = extra or {}
+    print(f"{'contender':28s} {'seq/s':>8s} {'vs ' + baseline:>28s} {'vs ' + peer:>11s}"
+          + "".join(f" {title:>13s}" for title in extra))
+    for name, time in seconds.items():
+        print(f"{name:28s} {batch / time:8.2f} {seconds[baseline] / time:28.2f} "
+              f"{seconds[peer] / time:11.2f}"
+              + "".join(f" {column[name]:>13s}" for column in extra.values()))
+

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bert_case import add_shape_arguments, random_bert  # noqa: E402
-from host import interleaved, print_host  # noqa: E402
+from host import interleaved, print_host, print_rates  # noqa: E402
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: How ``bert4x_forward(..., xla=True)`` runs on each backend.
@@ -162,12 +162,9 @@ def main():
     tokens = args.batch * args.length
     flops = args.layers * (tokens * 2 * (4 * args.hidden ** 2 + 2 * args.hidden * 4 * args.hidden)
                            + args.batch * 2 * 2 * args.length ** 2 * args.hidden)
-    ours, theirs = seconds[baseline], seconds["HF fp32"]
-    print(f"{'contender':28s} {'seq/s':>8s} {'vs bert4x fp32':>19s} {'vs HF fp32':>11s} "
-          f"{'GFLOP/s':>8s} {'least cosine':>13s}")
-    for name, time in seconds.items():
-        print(f"{name:28s} {args.batch / time:8.2f} {ours / time:19.2f} {theirs / time:11.2f} "
-              f"{flops / time / 1e9:8.0f} {cosines[name]:13.6f}")
+    print_rates(seconds, args.batch, baseline, "HF fp32", extra={
+        "GFLOP/s": {name: f"{flops / time / 1e9:.0f}" for name, time in seconds.items()},
+        "least cosine": {name: f"{cosine:.6f}" for name, cosine in cosines.items()}})
 
 
 if __name__ == "__main__":

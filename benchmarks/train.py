@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bert_case import add_shape_arguments  # noqa: E402
-from host import interleaved, print_host  # noqa: E402
+from host import interleaved, print_host, print_rates  # noqa: E402
 
 LEARNING_RATE = 2e-5
 
@@ -125,12 +125,8 @@ def main():
     print(f"BERT L={args.layers} H={args.hidden} A={args.heads} + classifier, batch "
           f"{args.batch} x {args.length} tokens, Adam; torch threads {torch.get_num_threads()}")
     seconds = interleaved(contenders, args.repeats)
-    ours, theirs = seconds[baseline], seconds["HF fp32"]
-    print(f"{'contender':28s} {'seq/s':>8s} {'vs bert4x fp32':>15s} {'vs HF fp32':>11s} "
-          f"{'first loss':>11s}")
-    for name, time in seconds.items():
-        print(f"{name:28s} {args.batch / time:8.2f} {ours / time:15.2f} {theirs / time:11.2f} "
-              f"{losses[name][0]:11.4f}")
+    print_rates(seconds, args.batch, baseline, "HF fp32", extra={
+        "first loss": {name: f"{values[0]:.4f}" for name, values in losses.items()}})
 
 
 if __name__ == "__main__":
