@@ -22,8 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from host import print_host  # noqa: E402
-
-PRECISIONS = ("fp32", "bf16", "int8")
+from bert4x.models.precision import PRECISIONS  # noqa: E402
 
 
 def cosent_rows(work_dir, limit):

@@ -48,10 +48,10 @@ def add_optimizer_option(parser) -> None:
 def add_precision_option(parser, training: bool = False) -> None:
     """``--precision`` on a command that runs a trained model (fp32, bf16 or int8), or on one
     that trains (fp32 or bf16) (:mod:`bert4x.models.precision`)."""
-    from bert4x.models.precision import PRECISIONS
+    from bert4x.models.precision import PRECISIONS, TRAINING_PRECISIONS
 
     if training:
-        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+        parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default="fp32",
                             help="bf16: mixed-precision training, float32 weights and loss "
                                  "with bfloat16 matmuls (load the run at any precision)")
         return

@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import keras
 
 PRECISIONS = ("fp32", "bf16", "int8")
+#: int8 kernels do not train.
+TRAINING_PRECISIONS = ("fp32", "bf16")
+T = TypeVar("T")
 _BUILD_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "int8": "float32"}
 
 
@@ -48,10 +51,10 @@ def check_precision(precision: Optional[str]) -> None:
 
 def check_training_precision(precision: Optional[str]) -> None:
     check_precision(precision)
-    if precision == "int8":
-        raise ValueError("precision='int8' is for inference: int8 kernels do not train. Train at "
-                         "fp32 or bf16, then load the run at int8 (--precision int8 on the "
-                         "evaluate and predict commands)")
+    if precision is not None and precision not in TRAINING_PRECISIONS:
+        raise ValueError(f"precision={precision!r} is for inference: int8 kernels do not "
+                         f"train. Train at {' or '.join(TRAINING_PRECISIONS)}, then load the run "
+                         "at int8 (--precision int8 on the evaluate and predict commands)")
 
 
 @contextlib.contextmanager
@@ -69,6 +72,19 @@ def building_at(precision: Optional[str]):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def restored_at(precision: Optional[str], build: Callable[[], T], weights: str,
+                model_of: Callable[[T], keras.Model] = lambda built: built) -> T:
+    """``build()`` under ``precision``'s policy, its Keras model (``model_of`` the result)
+    given the float32 ``weights`` file, then quantized for int8: a finished run at any
+    precision, in the one order that works (an int8 kernel cannot take float weights)."""
+    with building_at(precision):
+        built = build()
+    model = model_of(built)
+    model.load_weights(weights)
+    quantize_for(model, precision)
+    return built
 
 
 def quantize_for(model: keras.Model, precision: Optional[str]) -> None:

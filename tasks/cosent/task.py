@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import building_at, check_training_precision, quantize_for
+from bert4x.models.precision import building_at, check_training_precision, restored_at
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, sequence_padding, train)
@@ -81,11 +81,8 @@ def load_trained_encoder(work_dir, precision: Optional[str] = None) -> SentenceE
     weights = os.path.join(work_dir, ENCODER_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
-    with building_at(precision):
-        sentence_encoder = build_sentence_encoder(settings, load_checkpoint=False)
-    sentence_encoder.encoder.load_weights(weights)
-    quantize_for(sentence_encoder.encoder, precision)
-    return sentence_encoder
+    return restored_at(precision, lambda: build_sentence_encoder(settings, load_checkpoint=False),
+                       weights, model_of=lambda built: built.encoder)
 
 
 def spearman(sentence_encoder: SentenceEncoder, pairs: Sequence[Pair]) -> float:

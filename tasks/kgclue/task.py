@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import building_at, check_training_precision, quantize_for
+from bert4x.models.precision import building_at, check_training_precision, restored_at
 from bert4x.generation import AutoRegressiveDecoder
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
@@ -74,10 +74,8 @@ def load_trained(work_dir, precision: Optional[str] = None):
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
     tokenizer = Tokenizer(settings.vocab)
-    with building_at(precision):
-        model = build_seq2seq(settings, tokenizer, load_checkpoint=False)
-    model.load_weights(weights)
-    quantize_for(model, precision)
+    model = restored_at(
+        precision, lambda: build_seq2seq(settings, tokenizer, load_checkpoint=False), weights)
     return settings, model, tokenizer, KnowledgeBase.load(settings.kb)
 
 

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import keras
 
 from bert4x.files import atomic_path
-from bert4x.models.precision import building_at, check_training_precision, quantize_for
+from bert4x.models.precision import building_at, check_training_precision, restored_at
 from bert4x.tokenizers import Tokenizer
 from bert4x.training import (BucketedBatches, Evaluator, WarmupDecay, build_optimizer,
                              read_run_settings, record_run_settings, train)
@@ -98,11 +98,8 @@ def load_trained(work_dir, precision: Optional[str] = None) -> Extractor:
     weights = os.path.join(work_dir, MODEL_WEIGHTS)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: the run in {work_dir} has not finished")
-    with building_at(precision):
-        extractor = Extractor(settings, load_checkpoint=False)
-    extractor.model.train_model.load_weights(weights)
-    quantize_for(extractor.model.train_model, precision)
-    return extractor
+    return restored_at(precision, lambda: Extractor(settings, load_checkpoint=False), weights,
+                       model_of=lambda built: built.model.train_model)
 
 
 def train_extractor(settings: Settings, train_examples: Sequence[Example],
