@@ -53,8 +53,9 @@ BENCHMARKS = [
               needs_demo_runs=True),
     Benchmark("tokenization", "tokenizing 104,100 real texts against HF's BertTokenizer",
               quick=["--repeats", "1"]),
-    Benchmark("decode", "beam search with and without the key/value cache",
-              quick=["--layers", "1", "--new-tokens", "8", "--repeats", "1"]),
+    Benchmark("decode", "beam search with and without the key/value cache, and against HF "
+              "generate",
+              quick=["--layers", "1", "--new-tokens", "8", "--prefixes", "16", "--repeats", "1"]),
     Benchmark("trie", "a KgCLUE-shaped knowledge-base trie against a dict of dicts",
               quick=["--keys", "20000"]),
     Benchmark("long_sequence", "FLASH, GAU and standard attention from 512 to 8192 tokens",

@@ -66,6 +66,22 @@ def test_cache_gives_the_same_tokens_and_scores(case_decoders):
                 full.sample(PREFIX, num_samples=3, top_k=5, top_p=0.9, temperature=0.7, seed=3))
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the switch to XLA for repeated step shapes is TensorFlow's")
+@pytest.mark.parametrize("family,application,changes", [CASES[1], CASES[4], CASES[6]],
+                         ids=["roformer-unilm", "gau_alpha-unilm", "gpt2-lm"])
+def test_steps_compiled_with_xla_give_the_same_beams(family, application, changes,
+                                                     monkeypatch):
+    from bert4x.generation import runners
+
+    monkeypatch.setattr(runners, "XLA_AFTER_CALLS", 1)  # every step shape from its 2nd call
+    model = tiny_model(family, application, **changes)
+    cached, full = decoders(model, max_new_tokens=10)
+    assert_same(cached.beam_search(PREFIX, beam_size=3), full.beam_search(PREFIX, beam_size=3))
+    assert_same([cached.greedy(PREFIX)], [full.greedy(PREFIX)])
+    assert cached.runner.step_function.xla.experimental_get_tracing_count() >= 2
+
+
 def full_log_prob(model, prefix, tokens, new_segment):
     """Sum of the model's log-probabilities of ``tokens`` after ``prefix``, one full pass."""
     sequence = np.array([list(prefix) + list(tokens)])

@@ -276,7 +276,7 @@ def model_runner(model, use_cache: bool = True):
                          "use_cache=False")
     builder.check_decodable()
     step = lambda inputs: builder.decode_step(model, *inputs)  # noqa: E731
-    return CachedRunner(compile_function(step), builder.cache_shapes(),
+    return CachedRunner(step, builder.cache_shapes(),
                         builder.config.num_hidden_layers, causal_prefix=application == "lm",
                         new_segment_id=new_segment_id)
 
@@ -290,7 +290,7 @@ def _encoder_decoder_runner(model, builder, use_cache: bool):
             builder.decoder_start_id)
     encode = compile_function(lambda source: builder.cross_cache(model, source))
     step = lambda inputs: builder.decode_step(model, *inputs)  # noqa: E731
-    return EncoderDecoderRunner(encode, compile_function(step), builder.cache_shapes(),
+    return EncoderDecoderRunner(encode, step, builder.cache_shapes(),
                                 builder.decoder_layers, builder.decoder_start_id)
 
 
