@@ -125,8 +125,9 @@ class CachedRunner:
 
     def __init__(self, step_function, cache_shapes, layers: int, causal_prefix: bool,
                  new_segment_id: int):
-        self.prefix_function = compile_function(_cached_step(step_function))
-        self.step_function = compile_function(_cached_step(step_function), fixed_shapes=True)
+        step = _cached_step(step_function)
+        self.prefix_function = compile_function(step)
+        self.step_function = compile_function(step, fixed_shapes=True)
         self.cache_shapes = cache_shapes
         self.layers = layers
         self.causal_prefix = causal_prefix
