@@ -3,6 +3,7 @@
 import keras
 
 from bert4x.layers import activations
+from bert4x.layers.rows import dense_on_rows
 
 
 @keras.saving.register_keras_serializable(package="bert4x")
@@ -42,10 +43,10 @@ class FeedForward(keras.layers.Layer):
             self.gate_dense.build(input_shape)
 
     def call(self, inputs):
-        hidden = self.intermediate_dense(inputs)
+        hidden = dense_on_rows(self.intermediate_dense, inputs)
         if self.gated:
-            hidden = hidden * self.gate_dense(inputs)
-        return self.output_dense(hidden)
+            hidden = hidden * dense_on_rows(self.gate_dense, inputs)
+        return dense_on_rows(self.output_dense, hidden)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -24,6 +24,7 @@ from bert4x.layers.attention import (
     ENTROPY_BASE_LENGTH, MASKED_LOGIT, check_length_options, length_factor, write_cache,
 )
 from bert4x.layers.rotary import apply_rotary
+from bert4x.layers.rows import dense_on_rows
 
 NORMALIZATIONS = ("softmax", "relu2")
 #: The scales a unit knows (no "none": a unit always divides by sqrt(key_size)).
@@ -128,7 +129,7 @@ class GatedAttentionUnit(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, key_mask=None, positions=None, cache=None,
              cache_index=None, training=None):
-        u, v, z = ops.split(self.i_dense(x), [self.units, 2 * self.units], axis=-1)
+        u, v, z = ops.split(dense_on_rows(self.i_dense, x), [self.units, 2 * self.units], axis=-1)
         if self.chunk_size is None:
             q = self._project(z, "q_scaleoffset", positions)
             k = self._project(z, "k_scaleoffset", positions)
@@ -140,7 +141,7 @@ class GatedAttentionUnit(keras.layers.Layer):
                              "build the unit without chunk_size to decode with a cache")
         else:
             mixed = self._mixed_chunk(z, v, key_mask, training)
-        output = self.o_dense(u * mixed)
+        output = dense_on_rows(self.o_dense, u * mixed)
         return output if cache is None else (output, k, v)
 
     def compute_output_spec(self, x, *args, **kwargs):
