@@ -82,7 +82,8 @@ def host_facts() -> List[str]:
             f"- Keras {keras.__version__}, backend {keras.backend.backend()}; matmul limit "
             f"[4096x768]x[768x3072], measured in-graph (on TensorFlow the faster of XLA and a "
             f"plain graph): float32 {matmul_gflops():.0f} GFLOP/s, bfloat16 "
-            f"{matmul_gflops('bfloat16'):.0f} GFLOP/s"]
+            f"{matmul_gflops('bfloat16'):.0f} GFLOP/s, int8 (into int32) "
+            f"{matmul_gflops('int8'):.0f} GOP/s"]
 
 
 def commit() -> str:

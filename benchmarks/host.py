@@ -51,28 +51,31 @@ def matmul_gflops(dtype: str = "float32", repeats: int = 5) -> float:
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
-        products = [tf.function(tf.matmul, jit_compile=xla) for xla in (True, False)]
+        # Keras' matmul: int8 by int8 gives int32 there, as quantized layers compute it.
+        products = [tf.function(ops.matmul, jit_compile=xla) for xla in (True, False)]
         seconds = interleaved({f"xla={xla}": (lambda p=p: p(a, b))
                                for xla, p in zip((True, False), products)}, repeats)
         return 2 * 4096 * 768 * 3072 / min(seconds.values()) / 1e9  # TF's CPU ops return when done
     if backend == "jax":
         import jax
-        product = jax.jit(lambda x, y: x @ y)
+        product = jax.jit(ops.matmul)
         wait = lambda result: result.block_until_ready()  # noqa: E731
     else:
         import torch
-        product = lambda x, y: torch.matmul(x, y)  # noqa: E731  eager: the BLAS call itself
+        product = ops.matmul  # eager: the BLAS call itself (torch._int_mm at int8)
         wait = lambda result: result  # noqa: E731  CPU torch returns when done
     seconds = interleaved({"matmul": lambda: wait(product(a, b))}, repeats)["matmul"]
     return 2 * 4096 * 768 * 3072 / seconds / 1e9
 
 
-def print_host() -> None:
+def print_host(dtypes=("float32", "bfloat16")) -> None:
+    """The host and its measured matmul limit at each of ``dtypes`` (int8: giga integer
+    operations per second, int8 by int8 into int32)."""
     import keras
     print(f"host: {cpu_description()}")
+    limits = ", ".join(f"{matmul_gflops(dtype):.0f} {dtype}" for dtype in dtypes)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}: matmul limit "
-          f"{matmul_gflops():.0f} GFLOP/s float32, {matmul_gflops('bfloat16'):.0f} bfloat16 "
-          "(measured, [4096x768]x[768x3072], no host copy)")
+          f"{limits} GFLOP/s (measured, [4096x768]x[768x3072], no host copy)")
 
 
 def interleaved(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:

@@ -5,7 +5,9 @@ dynamic int8 quantization), on the same random BERT weights and the same batch.
 bert4x's precisions come from ``build_transformer_model(..., precision=)``. Each runs the way
 that is fastest for it on the running backend, measured here (TensorFlow CPU: float32 and int8
 under XLA, bfloat16 in a plain ``tf.function``, where oneDNN's bfloat16 matmuls run; XLA's CPU
-bfloat16 matmul is no faster than float32). All contenders are timed interleaved.
+bfloat16 matmul is no faster than float32). On TensorFlow also bert4x's int8 for a CPU server:
+the float32 model exported and quantized for ONNX Runtime (``bert4x export --format
+onnx_int8``). All contenders are timed interleaved.
 
 Prints the host and its matmul limit, then for each contender: sequences/s, the ratio to
 bert4x float32 (compiled where the backend compiles) and to HF float32, the float32 figure as
@@ -88,6 +90,26 @@ def onnx_sessions(reference, token_ids, directory):
     return {name: (lambda s=session: s.run(None, arrays)[0]) for name, session in sessions.items()}
 
 
+def exported_int8(model, inputs, directory):
+    """bert4x's int8 for a CPU server: ``model`` exported to ONNX and quantized by ONNX
+    Runtime, run by ONNX Runtime. The export runs as ``bert4x export --format onnx_int8`` in a
+    child process, before the other models are built: tf2onnx's conversion of BERT-base peaks
+    at about 18 GB, which this process's own models would push past the machine's memory."""
+    import subprocess
+
+    import onnxruntime
+
+    model.save(os.path.join(directory, "bert4x.keras"))
+    subprocess.run([sys.executable, "-m", "bert4x.cli", "export", "--model",
+                    os.path.join(directory, "bert4x.keras"), "--format", "onnx_int8",
+                    "--output", os.path.join(directory, "bert4x")], check=True,
+                   stdout=subprocess.DEVNULL)
+    session = onnxruntime.InferenceSession(os.path.join(directory, "bert4x", "model.int8.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    feeds = dict(zip(("token_ids", "segment_ids"), inputs))
+    return lambda: session.run(None, feeds)[0]
+
+
 def mean_vectors(hidden):
     """Mean-pooled float64 sentence vectors from any contender's output: a NumPy array (ONNX
     Runtime), a torch tensor (HF, bfloat16 under autocast) or a Keras backend tensor."""
@@ -136,9 +158,13 @@ def main():
     contenders = {}
     with tempfile.TemporaryDirectory() as directory:
         reference.save_pretrained(directory)
-        models = {precision: build_transformer_model(config, directory, model="bert",
-                                                     precision=precision)
-                  for precision in ("fp32", "bf16", "int8")}
+        models = {"fp32": build_transformer_model(config, directory, model="bert",
+                                                  precision="fp32")}
+        if tensorflow:
+            exported = exported_int8(models["fp32"], inputs, directory)
+        models.update({precision: build_transformer_model(config, directory, model="bert",
+                                                          precision=precision)
+                       for precision in ("bf16", "int8")})
         contenders[baseline] = bert4x_forward(models["fp32"], inputs, xla=True)
         if tensorflow:
             contenders["bert4x fp32 (tf.function)"] = bert4x_forward(models["fp32"], inputs,
@@ -149,13 +175,15 @@ def main():
         contenders["HF bf16 autocast"] = hf(torch.bfloat16)
         onnx = onnx_sessions(reference, token_ids, directory)
         assert not reference.training
+        if tensorflow:
+            contenders["bert4x int8 (ONNX export)"] = exported
     contenders["ONNX Runtime fp32"] = onnx["fp32"]
     contenders["ONNX Runtime int8"] = onnx["int8"]
 
     expected = mean_vectors(hf(torch.float32)())
     cosines = {name: least_cosine(mean_vectors(run()), expected)
                for name, run in contenders.items()}
-    print_host()
+    print_host(("float32", "bfloat16", "int8"))
     print(f"BERT L={args.layers} H={args.hidden} A={args.heads}, batch {args.batch} x "
           f"{args.length} tokens; torch threads {torch.get_num_threads()}")
     seconds = interleaved(contenders, args.repeats)

@@ -170,7 +170,7 @@ def _serve(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from bert4x.arguments import add_precision_option, positive_number, whole_number
-    from bert4x.export import FORMATS
+    from bert4x.export import DEFAULT_FORMATS, FORMATS
     from bert4x.models import MODELS
 
     parser = argparse.ArgumentParser(prog="bert4x", description="bert4x: Chinese NLP on Keras 3")
@@ -232,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--maxlen", type=whole_number(3),
                         help="with --model and --vocab: tokens per text in the raw-text signature")
     export.add_argument("--output", required=True, help="directory for the exported files")
-    export.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
+    export.add_argument("--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS),
+                        help="onnx_int8: also model.int8.onnx, ONNX Runtime's dynamic int8 "
+                             "quantization of model.onnx (about 2x its speed on a VNNI CPU)")
     export.set_defaults(handler=_export)
 
     serve = commands.add_parser("serve", help="serve task runs over HTTP, with a web page")

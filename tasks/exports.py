@@ -88,8 +88,9 @@ def exportable(work_dir) -> Exportable:
 
 def export_run(work_dir, output_dir, formats=None) -> dict:
     """:func:`bert4x.export.export_model` on the run's inference model."""
-    from bert4x.export import FORMATS, export_model
+    from bert4x.export import DEFAULT_FORMATS, export_model
 
     run = exportable(work_dir)
-    return export_model(run.model, output_dir, formats or FORMATS, tokenizer=run.tokenizer,
-                        maxlen=run.maxlen, metadata=run.metadata, endpoints=run.endpoints)
+    return export_model(run.model, output_dir, formats or DEFAULT_FORMATS,
+                        tokenizer=run.tokenizer, maxlen=run.maxlen, metadata=run.metadata,
+                        endpoints=run.endpoints)

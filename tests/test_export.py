@@ -129,6 +129,10 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     description = json.loads((tmp_path / "out" / "export.json").read_text())
     assert description["text_signature"] == "serve_text" and description["maxlen"] == 16
     assert (tmp_path / "out" / "vocab.txt").read_text().splitlines()[101] == "[CLS]"
+    assert bert4x_main(["export", "--model", str(tmp_path / "model.keras"), "--format",
+                        "onnx_int8", "--output", str(tmp_path / "int8")]) == 0
+    assert sorted(path.name for path in (tmp_path / "int8").iterdir()) == [
+        "export.json", "model.int8.onnx", "model.onnx"]
     with pytest.raises(SystemExit, match="--work-dir RUN"):
         bert4x_main(["export", "--output", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="needs both --vocab and --maxlen"):
@@ -206,3 +210,36 @@ def test_a_kgclue_export_decodes_greedily_and_by_beam_under_the_kb_tree_in_the_g
         assert beam.log_prob > greedy.log_prob  # the beam finds what greedy misses
         # ... and the tree decides: free decoding of the same prefix goes elsewhere.
         assert decoder.greedy(ids).tokens != greedy.tokens
+
+
+@pytest.mark.parametrize("family", ["bert", "gau_alpha"])
+def test_the_int8_onnx_file_runs_int8_matmuls_and_keeps_the_float_outputs(family, tmp_path):
+    import onnx
+
+    keras.utils.set_random_seed(2)
+    model = build_transformer_model({**CONFIG, **FAMILIES[family]}, model=family)
+    token_ids, segment_ids = random_batch(CONFIG["vocab_size"], [9, 5, 7])
+    written = export_model(model, tmp_path, formats=["onnx_int8"])
+    assert sorted(written) == ["description", "onnx", "onnx_int8"]
+    float_weights, int8_weights = (weight_matmuls(onnx.load(written[name]).graph)
+                                   for name in ("onnx", "onnx_int8"))
+    assert int8_weights["MatMul"] == 0 and int8_weights["MatMulInteger"] == \
+        float_weights["MatMul"] > 0, (float_weights, int8_weights)
+    expected = keras_outputs(model, [token_ids, segment_ids])["output"]
+    outputs = run_onnx(written["onnx_int8"], {"token_ids": token_ids,
+                                              "segment_ids": segment_ids})["output"]
+    cosines = np.sum(outputs * expected, -1) / np.linalg.norm(outputs, axis=-1) \
+        / np.linalg.norm(expected, axis=-1)
+    assert cosines.min() >= 0.99
+    assert np.abs(outputs - expected).max() > 1e-4  # quantized, not the float file again
+
+
+def weight_matmuls(graph):
+    """How many float (MatMul) and int8 (MatMulInteger) matmuls take a stored weight: the
+    activation-by-activation ones of attention stay float in both files."""
+    import collections
+
+    stored = {tensor.name for tensor in graph.initializer}
+    return collections.Counter(node.op_type for node in graph.node
+                               if node.op_type in ("MatMul", "MatMulInteger")
+                               and set(node.input) & stored)
