@@ -25,7 +25,9 @@ bfloat16 needs there (``benchmarks/train.py``: 1.74x float32 without XLA, 0.98x 
 
 Which execution runs each fastest depends on the backend; ``benchmarks/precision.py``
 measures it (on TensorFlow CPU, bfloat16 is fastest in a plain ``tf.function``, int8 under
-XLA).
+XLA). Keras' int8 is bounded by the int8 matmuls it can call, which on our host are little
+faster than float32 ones; a CPU server that wants int8 speed serves the ONNX export quantized
+by ONNX Runtime instead (``bert4x export --format onnx_int8``, :func:`bert4x.export.quantize_onnx`).
 """
 
 from __future__ import annotations
