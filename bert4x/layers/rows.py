@@ -3,8 +3,8 @@
 Why: Keras' ``Dense`` on a ``[batch, length, features]`` tensor becomes a TensorFlow
 ``Tensordot`` (reshape, matmul, reshape), and the bias add and activation that follow it cannot
 join the matmul. On a 2D input, TensorFlow's oneDNN graph rewrite fuses matmul, bias and GELU
-into one kernel: one BERT-base feed-forward layer at bfloat16 (32 x 128 tokens) took 26 ms
-instead of 51, since the unfused bfloat16 GELU runs element by element. On JAX and PyTorch the
+into one kernel: BERT-base's intermediate dense layer with its GELU at bfloat16 (32 x 128
+tokens) took 26 ms instead of 51, since the unfused bfloat16 GELU runs element by element. On JAX and PyTorch the
 reshapes are views and change nothing.
 """
 

@@ -15,7 +15,8 @@ and quantize activations per row on the fly, which is what dynamic int8 inferenc
 
 Why the logits stay float32 at both precisions: beam search ranks hypotheses by summed
 log-probabilities, and close beams swap on small logit errors. On the demo's KgCLUE model,
-bfloat16 logits changed 4 of 100 answers (float32 logits: none), and an int8 vocabulary
+bfloat16 logits changed 4 of 100 answers (float32 logits: none; 1 since the feed-forward's
+bfloat16 GELU is fused into its matmul, ``benchmarks/RESULTS.md``), and an int8 vocabulary
 projection 5 (float32: 1). Projecting one position per decoding step is cheap either way.
 
 Training at ``bf16`` is mixed-precision training: float32 weights and optimizer moments, so no
