@@ -74,16 +74,14 @@ BENCHMARKS = [
 def host_facts() -> List[str]:
     """The host lines of the file's head: CPU, flags, and the measured matmul limits."""
     sys.path.insert(0, HERE)
-    from host import cpu_description, matmul_gflops
+    from host import cpu_description, matmul_limits
 
     import keras
 
     return [f"- Host: {cpu_description()}",
             f"- Keras {keras.__version__}, backend {keras.backend.backend()}; matmul limit "
             f"[4096x768]x[768x3072], measured in-graph (on TensorFlow the faster of XLA and a "
-            f"plain graph): float32 {matmul_gflops():.0f} GFLOP/s, bfloat16 "
-            f"{matmul_gflops('bfloat16'):.0f} GFLOP/s, int8 (into int32) "
-            f"{matmul_gflops('int8'):.0f} GOP/s"]
+            f"plain graph): {matmul_limits(('float32', 'bfloat16', 'int8'))}"]
 
 
 def commit() -> str:

@@ -68,14 +68,19 @@ def matmul_gflops(dtype: str = "float32", repeats: int = 5) -> float:
     return 2 * 4096 * 768 * 3072 / seconds / 1e9
 
 
+def matmul_limits(dtypes=("float32", "bfloat16")) -> str:
+    """The measured matmul limit at each of ``dtypes``, as one phrase (int8 is int8 by int8 into
+    int32, in giga integer operations per second)."""
+    return ", ".join(f"{dtype} {matmul_gflops(dtype):.0f} "
+                     + ("GOP/s (into int32)" if dtype == "int8" else "GFLOP/s")
+                     for dtype in dtypes)
+
+
 def print_host(dtypes=("float32", "bfloat16")) -> None:
-    """The host and its measured matmul limit at each of ``dtypes`` (int8: giga integer
-    operations per second, int8 by int8 into int32)."""
     import keras
     print(f"host: {cpu_description()}")
-    limits = ", ".join(f"{matmul_gflops(dtype):.0f} {dtype}" for dtype in dtypes)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}: matmul limit "
-          f"{limits} GFLOP/s (measured, [4096x768]x[768x3072], no host copy)")
+          f"{matmul_limits(dtypes)} (measured, [4096x768]x[768x3072], no host copy)")
 
 
 def interleaved(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:

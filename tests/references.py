@@ -14,6 +14,17 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def least_cosine(actual, expected):
+    """The least cosine between matching vectors of two outputs ([..., features]; ``actual`` a
+    backend tensor of any float dtype or an array), over every position."""
+    import keras
+
+    actual = keras.ops.convert_to_numpy(keras.ops.cast(actual, "float32"))
+    actual, expected = (x.reshape(-1, x.shape[-1]) for x in (actual, expected))
+    return (np.sum(actual * expected, axis=1) / np.linalg.norm(actual, axis=1)
+            / np.linalg.norm(expected, axis=1)).min()
+
+
 def random_batch(vocab_size, lengths, seed=0, type_vocab_size=2):
     """Token ids with real padding (0) after each row's length, and random segment ids."""
     rng = np.random.default_rng(seed)

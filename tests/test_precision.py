@@ -7,6 +7,7 @@ import pytest
 
 from bert4x import build_transformer_model
 from bert4x.models import MODELS
+from tests.references import least_cosine
 
 CONFIG = dict(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=96, max_position_embeddings=16, hidden_dropout_prob=0.0,
@@ -23,13 +24,6 @@ def inputs_for(model):
     tokens = rng.integers(1, CONFIG["vocab_size"], (2, 12)).astype("int32")
     return [tokens if "Token" in tensor.name else np.zeros_like(tokens)
             for tensor in model.inputs]
-
-
-def least_cosine(actual, expected):
-    actual = keras.ops.convert_to_numpy(keras.ops.cast(actual, "float32"))
-    actual, expected = (x.reshape(-1, x.shape[-1]) for x in (actual, expected))
-    return (np.sum(actual * expected, axis=1) / np.linalg.norm(actual, axis=1)
-            / np.linalg.norm(expected, axis=1)).min()
 
 
 @pytest.mark.parametrize("family", sorted(MODELS))
