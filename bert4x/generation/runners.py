@@ -143,8 +143,9 @@ class CachedRunner:
         length = len(prefix)
         self.max_len = -(-(length + max_new_tokens) // CACHE_SLOTS) * CACHE_SLOTS
         key_shape, value_shape = self.cache_shapes
-        keys = np.zeros((1, self.layers, self.max_len, *key_shape), "float32")
-        values = np.zeros((1, self.layers, self.max_len, *value_shape), "float32")
+        keys = [np.zeros((1, self.max_len, *key_shape), "float32") for _ in range(self.layers)]
+        values = [np.zeros((1, self.max_len, *value_shape), "float32")
+                  for _ in range(self.layers)]
         slots = np.arange(self.max_len)
         queries = np.arange(length)[:, None]
         allowed = slots[None] <= queries if self.causal_prefix else \
@@ -185,8 +186,8 @@ def _cached_step(step_function):
     def step(inputs):
         parents, tokens, segments, positions, allowed, keys, values, *rest = inputs
         logits, keys, values = step_function([
-            tokens, segments, positions, allowed, ops.take(keys, parents, axis=0),
-            ops.take(values, parents, axis=0), *rest])
+            tokens, segments, positions, allowed, [ops.take(k, parents, axis=0) for k in keys],
+            [ops.take(v, parents, axis=0) for v in values], *rest])
         return logits[:, -1], keys, values
     return step
 

@@ -261,9 +261,11 @@ class Transformer:
         """Run ``model``'s own layers (shared weights) on new tokens through a key/value cache.
 
         ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
-        ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``:
-        [batch, layers, max_len, ...] (see :meth:`cache_shapes`); ``index``: the slot of the
-        first new token. Returns the last new token's MLM logits and the updated caches. The caller
+        ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``: one
+        [batch, max_len, ...] tensor per layer (see :meth:`cache_shapes`), kept apart because
+        slicing one stacked tensor and stacking it back copied the whole cache twice a step;
+        ``index``: the slot of the first new token. Returns the last new token's MLM logits and
+        the updated caches, as tuples per layer. The caller
         owns the mask, so one step serves ``lm`` and ``unilm`` alike. This runs on tensors, not
         as a functional model: Keras' graph check cannot follow a layer whose outputs change
         shape between calls, as the cached attention's do. ``source``: what an
@@ -277,7 +279,7 @@ class Transformer:
             new_keys, new_values = zip(*self.cache.updated)
         finally:
             self._reset()
-        return logits, keras.ops.stack(new_keys, axis=1), keras.ops.stack(new_values, axis=1)
+        return logits, new_keys, new_values
 
     def step_hidden(self, token_ids, segment_ids, mask):
         """The last hidden states of the new tokens in a decoding step."""
@@ -818,7 +820,7 @@ class T5(Transformer):
             return layer(x, encoded, attention_mask=encoder_mask,
                          attention_bias=self.cross_bias(x, keys=encoded))
         # A decoding step: the source's keys and values were computed once (cross_cache).
-        keys, values = self.cross_keys[:, index], self.cross_values[:, index]
+        keys, values = self.cross_keys[index], self.cross_values[index]
         bias = self.cross_bias(x, positions=self.cache.positions,
                                key_length=keras.ops.shape(keys)[1])
         return layer(x, attention_mask=encoder_mask, key_value=(keys, values),
@@ -843,14 +845,14 @@ class T5(Transformer):
 
     def cross_cache(self, model: keras.Model, source_ids):
         """The encoder's output for ``source_ids`` [1, n] as every decoder layer's
-        cross-attention keys and values ([1, layers, n, heads, size] each), and the source's
+        cross-attention keys and values ([1, n, heads, size] per layer), and the source's
         padding mask."""
         encoded = self.encoder_model(source_ids)
         keys, values = zip(*(
             model.get_layer(f"{self.prefix}Decoder-Transformer-{i}-MultiHeadCrossAttention")
             .project_key_value(encoded) for i in range(self.decoder_layers)))
         source_mask = keras.ops.not_equal(source_ids, 0)[:, None, None, :]
-        return keras.ops.stack(keys, axis=1), keras.ops.stack(values, axis=1), source_mask
+        return keys, values, source_mask
 
     def step_hidden(self, token_ids, segment_ids, mask, cross_keys, cross_values, source_mask):
         """The decoder's step, attending to the source through ``cross_cache``'s keys and
@@ -894,7 +896,7 @@ class StepCache:
         self.updated = []
 
     def layer_inputs(self, layer):
-        return dict(cache=(self.keys[:, layer], self.values[:, layer]), cache_index=self.index,
+        return dict(cache=(self.keys[layer], self.values[layer]), cache_index=self.index,
                     positions=self.positions)
 
 
