@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bert4x import build_transformer_model
+from bert4x.models.precision import building_at
 from bert4x.training import (
     BucketedBatches, DataError, Evaluator, WarmupDecay, build_optimizer, ema_weights,
     layerwise_multipliers, read_metrics_log, read_records, sequence_padding, train,
@@ -319,8 +320,8 @@ def test_resuming_a_work_dir_of_another_model_is_refused_clearly(tmp_path):
 
 
 def test_resuming_with_another_optimizer_or_seed_is_refused_clearly(tmp_path):
-    """Same model, other learning rate, schedule, seed or batches per epoch: resuming would
-    end with weights that neither run's settings give."""
+    """Same model, other learning rate, schedule, seed, batches per epoch or precision:
+    resuming would end with weights that neither run's settings give."""
     data = BucketedBatches(random_examples(16), 8, collate)
     train(compiled(classifier(), build_optimizer(1e-3)), data, 1, str(tmp_path), verbose=0)
     with pytest.raises(ValueError, match=r"learning_rate: 0\.001 there, 0\.002 now"):
@@ -336,6 +337,11 @@ def test_resuming_with_another_optimizer_or_seed_is_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="steps_per_epoch: 2 there, 4 now"):
         train(compiled(classifier(), build_optimizer(1e-3)), smaller_batches, 2, str(tmp_path),
               verbose=0)
+    with building_at("bf16"):
+        mixed = classifier()
+    with pytest.raises(ValueError, match=r"dtype_policies: \['float32'\] there, "
+                                         r"\['mixed_bfloat16'\] now"):
+        train(compiled(mixed, build_optimizer(1e-3)), data, 2, str(tmp_path), verbose=0)
     # The same settings resume the run, for more epochs too.
     train(compiled(classifier(), build_optimizer(1e-3)), data, 2, str(tmp_path), verbose=0)
     assert len(read_metrics_log(str(tmp_path / "metrics.jsonl"))) == 2

@@ -171,18 +171,22 @@ def read_run_settings(work_dir: str, filename: str, task: str) -> dict:
 
 
 def training_settings(model: keras.Model, train_data, seed: int) -> dict:
-    """What besides the model decides the weights a run ends with: its seed, batches an epoch
-    and optimizer (with its learning-rate schedule). Resuming with others would silently mix
-    two runs. Names are flattened (``learning_rate.config.peak_learning_rate``) so that a
-    refusal says what changed. The epoch count is not recorded: training a finished run
-    further at a constant rate is a continuation (a schedule over all steps still changes)."""
+    """What besides the weights' shapes decides the weights a run ends with: its seed, batches
+    an epoch, optimizer (with its learning-rate schedule) and the dtype policies its layers
+    compute in (a float32 run resumed under mixed bfloat16 would mix two precisions' steps).
+    Resuming with others would silently mix two runs. Names are flattened
+    (``learning_rate.config.peak_learning_rate``) so that a refusal says what changed. The
+    epoch count is not recorded: training a finished run further at a constant rate is a
+    continuation (a schedule over all steps still changes)."""
     optimizer = keras.saving.serialize_keras_object(model.optimizer)["config"]
     optimizer.pop("name", None)
     try:
         steps_per_epoch = len(train_data)
     except TypeError:  # a tf.data.Dataset of unknown length
         steps_per_epoch = None
-    return dict(seed=seed, steps_per_epoch=steps_per_epoch, **_flattened(optimizer))
+    policies = sorted({layer.dtype_policy.name for layer in model._flatten_layers()})
+    return dict(seed=seed, steps_per_epoch=steps_per_epoch, dtype_policies=policies,
+                **_flattened(optimizer))
 
 
 def _flattened(config: dict, prefix: str = "") -> dict:
