@@ -105,6 +105,13 @@ def memory_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def reset_peak_memory() -> None:
+    """Make VmHWM (peak resident memory) start again from what is resident now (Linux's
+    ``clear_refs``), so a peak read afterwards belongs to what ran since, not to building."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
 def release_free_memory() -> None:
     """Return freed heap pages to the OS so resident memory shows what is still held."""
     import ctypes

@@ -14,7 +14,6 @@ ratio to standard attention, the named peer) and writes a PNG plot.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -50,11 +49,18 @@ def time_all(length, repeats):
 
 
 def peak_memory(kind, length):
-    """Run in a child process: the memory one forward pass of ``kind`` adds at its peak."""
+    """Run in a child process: the memory the first forward pass of ``kind`` adds at its peak
+    (a second pass would reuse what TensorFlow's allocator kept from the first). The peak is
+    reset first: measured from the process' lifetime peak instead, any pass smaller than what
+    building the layer had freed read as 0 MB."""
+    from host import memory_kib, release_free_memory, reset_peak_memory
+
     forward = forward_function(kind, length)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    release_free_memory()
+    reset_peak_memory()
+    baseline = memory_kib("VmRSS")
     forward()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+    return (memory_kib("VmHWM") - baseline) / 1024
 
 
 def child(*arguments):
