@@ -422,7 +422,7 @@ class Nezha(Transformer):
             self.relative_positions = layer(x)
         else:  # the new tokens against every slot of the cache
             self.relative_positions = layer(x, positions=self.cache.positions,
-                                            key_length=keras.ops.shape(self.cache.keys)[2])
+                                            key_length=self.cache.slots)
         return super().apply_layers(x, mask)
 
 
@@ -803,7 +803,7 @@ class T5(Transformer):
             bias = self.decoder_bias(x)
         else:
             bias = self.decoder_bias(x, positions=self.cache.positions,
-                                     key_length=keras.ops.shape(self.cache.keys)[2])
+                                     key_length=self.cache.slots)
         for index in range(self.config.num_decoder_layers or self.config.num_hidden_layers):
             x = self.pre_norm(x, self.block_name(index, "MultiHeadSelfAttention"),
                               lambda y: self.attend(self.attention("MultiHeadSelfAttention", index),
@@ -894,6 +894,11 @@ class StepCache:
     def __init__(self, keys, values, index, positions):
         self.keys, self.values, self.index, self.positions = keys, values, index, positions
         self.updated = []
+
+    @property
+    def slots(self):
+        """How many positions the cache holds (written or not)."""
+        return keras.ops.shape(self.keys[0])[1]
 
     def layer_inputs(self, layer):
         return dict(cache=(self.keys[layer], self.values[layer]), cache_index=self.index,
