@@ -82,6 +82,22 @@ def test_steps_compiled_with_xla_give_the_same_beams(family, application, change
     assert cached.runner.step_function.xla.experimental_get_tracing_count() >= 2
 
 
+def test_the_xla_switch_counts_shapes_inside_nested_inputs_apart(monkeypatch):
+    """The caches are lists of per-layer tensors: the one-row cache of the first step after a
+    prefix must not count as the beam's shape, or it costs a second XLA compilation."""
+    from bert4x.generation import runners
+
+    monkeypatch.setattr(runners, "XLA_AFTER_CALLS", 1)
+    used = []
+    switch = runners.XlaOnceRepeated(lambda inputs: used.append("graph"),
+                                     lambda inputs: used.append("xla"))
+    one_row = [np.zeros(1), [np.zeros((1, 8)), np.zeros((1, 8))]]
+    beam = [np.zeros(1), [np.zeros((4, 8)), np.zeros((4, 8))]]
+    for inputs in (one_row, beam, beam, one_row):
+        switch(inputs)
+    assert used == ["graph", "graph", "xla", "xla"]
+
+
 def full_log_prob(model, prefix, tokens, new_segment):
     """Sum of the model's log-probabilities of ``tokens`` after ``prefix``, one full pass."""
     sequence = np.array([list(prefix) + list(tokens)])

@@ -68,7 +68,9 @@ class XlaOnceRepeated:
         self.calls = collections.Counter()
 
     def __call__(self, inputs):
-        shapes = tuple(tuple(getattr(x, "shape", ())) for x in inputs)
+        # Flattened: the caches are lists of per-layer tensors, and a one-row cache (the first
+        # step after the prefix) must not share an XLA compilation with the beam's rows.
+        shapes = tuple(tuple(getattr(x, "shape", ())) for x in keras.tree.flatten(inputs))
         self.calls[shapes] += 1
         return (self.xla if self.calls[shapes] > XLA_AFTER_CALLS else self.graph)(inputs)
 
