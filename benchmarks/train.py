@@ -58,8 +58,9 @@ def hf_step(model, inputs, labels, dtype):
     return step, losses
 
 
-def bert4x_step(config, checkpoint, inputs, labels, precision, jit_compile):
-    """One Adam step of a bert4x classifier at ``precision``, loaded from ``checkpoint``."""
+def bert4x_step(config, checkpoint, head, inputs, labels, precision, jit_compile):
+    """One Adam step of a bert4x classifier at ``precision``, loaded from ``checkpoint``, with
+    the classifier's ``head`` weights (HF's, so every contender starts from the same model)."""
     import keras
 
     from bert4x import build_transformer_model
@@ -72,6 +73,7 @@ def bert4x_step(config, checkpoint, inputs, labels, precision, jit_compile):
         # guide), and a 2-unit matmul costs nothing.
         logits = keras.layers.Dense(2, dtype="float32", name="classifier")(backbone.output)
     model = keras.Model(backbone.inputs, logits)
+    model.get_layer("classifier").set_weights(head)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
@@ -109,14 +111,17 @@ def main():
     baseline = f"bert4x fp32 ({compiled})"
     contenders, losses = {}, {}
     with tempfile.TemporaryDirectory() as directory:
-        hf_classifier(config).bert.save_pretrained(directory)
+        reference = hf_classifier(config)
+        reference.bert.save_pretrained(directory)
+        head = [reference.classifier.weight.detach().numpy().T,
+                reference.classifier.bias.detach().numpy()]
         variants = [(baseline, "fp32", True), (f"bert4x bf16 ({compiled})", "bf16", True)]
         if backend == "tensorflow":
             variants += [("bert4x fp32 (tf.function)", "fp32", False),
                          ("bert4x bf16 (tf.function)", "bf16", False)]
         for name, precision, jit_compile in variants:
-            contenders[name], losses[name] = bert4x_step(config, directory, inputs, labels,
-                                                         precision, jit_compile)
+            contenders[name], losses[name] = bert4x_step(config, directory, head, inputs,
+                                                         labels, precision, jit_compile)
     for name, dtype in (("HF fp32", torch.float32), ("HF bf16 autocast", torch.bfloat16)):
         contenders[name], losses[name] = hf_step(hf_classifier(config), torch_inputs,
                                                  torch_labels, dtype)
