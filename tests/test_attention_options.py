@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bert4x import CheckpointError, ConfigError, build_transformer_model
-from bert4x.layers import MultiHeadAttention, apply_rotary_2d
+from bert4x.layers import GatedAttentionUnit, MultiHeadAttention, apply_rotary_2d
 from bert4x.layers.attention import entropy_invariant_factor
 from tests.numpy_reference import encode, random_weights
 from tests.references import random_batch, write_google_checkpoint
@@ -226,3 +226,31 @@ def test_bad_options_give_clear_errors(tmp_path):
         built.export_huggingface(tmp_path / "hf")
     with pytest.raises(CheckpointError, match="has no place for"):
         built.save_google_checkpoint(str(tmp_path / "ckpt"))
+
+
+@pytest.mark.parametrize("layer_class, options", [
+    (MultiHeadAttention, dict(heads=2, head_size=4, rope="1d")),
+    (GatedAttentionUnit, dict(units=8, key_size=4)),
+], ids=["multi_head", "gau"])
+def test_a_layer_stepped_through_its_cache_equals_its_causal_call(layer_class, options):
+    """A user's own decoder: a cache in ``cache_shapes()``' layout (``None`` is the slot axis),
+    fed one token per call, gives the causal call's outputs and comes back in that layout."""
+    length, slots = 5, 8
+    x = np.random.default_rng(0).normal(size=(1, length, 6)).astype("float32")
+    layer = layer_class(**options)
+    causal = np.tril(np.ones((length, length), bool))[None, None]
+    full = keras.ops.convert_to_numpy(layer(x, attention_mask=causal))
+    shapes = [(1,) + tuple(slots if size is None else size for size in shape)
+              for shape in layer.cache_shapes()]
+    keys, values = (np.zeros(shape, "float32") for shape in shapes)
+    for index in range(length):
+        allowed = (np.arange(slots) <= index)[None, None, None]
+        step, keys, values = layer(x[:, index:index + 1], attention_mask=allowed,
+                                   cache=(keys, values), cache_index=index,
+                                   positions=np.array([[index]]))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(step)[:, 0], full[:, index],
+                                   atol=1e-5)
+    assert [tuple(keys.shape), tuple(values.shape)] == shapes
+    slot_axis = 1 + layer.cache_shapes()[0].index(None)
+    unwritten = np.take(keras.ops.convert_to_numpy(keys), range(length, slots), axis=slot_axis)
+    assert unwritten.shape[slot_axis] == slots - length and not np.any(unwritten)

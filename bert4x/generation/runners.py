@@ -144,10 +144,8 @@ class CachedRunner:
     def start(self, prefix: np.ndarray, max_new_tokens: int) -> np.ndarray:
         length = len(prefix)
         self.max_len = -(-(length + max_new_tokens) // CACHE_SLOTS) * CACHE_SLOTS
-        key_shape, value_shape = self.cache_shapes
-        keys = [np.zeros((1, self.max_len, *key_shape), "float32") for _ in range(self.layers)]
-        values = [np.zeros((1, self.max_len, *value_shape), "float32")
-                  for _ in range(self.layers)]
+        keys, values = ([np.zeros((1, *_with_slots(shape, self.max_len)), "float32")
+                         for _ in range(self.layers)] for shape in self.cache_shapes)
         slots = np.arange(self.max_len)
         queries = np.arange(length)[:, None]
         allowed = slots[None] <= queries if self.causal_prefix else \
@@ -178,6 +176,11 @@ class CachedRunner:
             parents, tokens.astype("int32"), segments, positions.astype("int32"), allowed,
             self.keys, self.values, np.asarray(index, "int32"), *self.extra_inputs()])
         return log_softmax(self.last_logits)
+
+
+def _with_slots(shape, slots):
+    """A row's cache shape from ``cache_shapes``' form, where ``None`` marks the slot axis."""
+    return tuple(slots if size is None else size for size in shape)
 
 
 def _cached_step(step_function):

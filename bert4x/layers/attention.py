@@ -27,10 +27,18 @@ from keras import ops
 from bert4x.layers.rotary import apply_rotary, apply_rotary_2d
 
 
-def write_cache(cache, new, index):
-    """``cache`` [batch, max_len, ...] with ``new`` [batch, n, ...] written from slot ``index``."""
-    start = (0, index) + (0,) * (len(cache.shape) - 2)
-    return ops.slice_update(cache, start, ops.cast(new, cache.dtype))
+def write_cache(cache, new, index, axis=1):
+    """``cache`` with ``new`` written from slot ``index`` of its slot ``axis`` (``new`` has the
+    cache's shape but for n slots there)."""
+    start = [0] * len(cache.shape)
+    start[axis] = index
+    return ops.slice_update(cache, tuple(start), ops.cast(new, cache.dtype))
+
+
+def heads_first(x):
+    """[batch, n, heads, size] -> [batch, heads, n, size], the layout of the batched matmuls."""
+    return ops.transpose(x, (0, 2, 1, 3))
+
 
 #: Logit given to masked positions: exp() of it underflows to exactly 0 in float32.
 MASKED_LOGIT = -1e9
@@ -83,11 +91,12 @@ class MultiHeadAttention(keras.layers.Layer):
     Cross-attention over a fixed source: ``key_value=project_key_value(source)``, computed once,
     replaces the key and value projections at every call.
 
-    Incremental decoding: ``cache=(keys, values)`` of shapes [batch, max_len, heads, key_size]
-    and [batch, max_len, heads, head_size], ``cache_index`` (scalar: where the new tokens go) and,
-    for 1D RoPE, ``positions`` ([batch, n] token positions). The attention mask then covers the
-    whole cache ([batch, 1, n, max_len]) and the updated ``keys, values`` are appended to the
-    returned tuple.
+    Incremental decoding: ``cache=(keys, values)`` of shapes [batch, heads, max_len, key_size]
+    and [batch, heads, max_len, head_size] (heads first, so a step's matmuls read the cache
+    where it lies rather than transposing all of it; :meth:`cache_shapes`), ``cache_index``
+    (scalar: where the new tokens go) and, for 1D RoPE, ``positions`` ([batch, n] token
+    positions). The attention mask then covers the whole cache ([batch, 1, n, max_len]) and
+    the updated ``keys, values`` are appended to the returned tuple.
     """
 
     def __init__(self, heads, head_size, key_size=None, out_dim=None, use_bias=True,
@@ -176,12 +185,16 @@ class MultiHeadAttention(keras.layers.Layer):
         # [b, h, q, k] -> [b, g, q, k]: out[g] = sum_h x[h] * mixing[h, g]
         return ops.einsum("bhqk,hg->bgqk", x, ops.cast(mixing, x.dtype))
 
-    def project_key_value(self, key, value=None):
-        """Keys [batch, n, heads, key_size] and values [batch, n, heads, head_size] of a source,
-        as :meth:`call` computes them (no RoPE: for cross-attention)."""
+    def project_key_value(self, key, value=None, positions=None):
+        """Keys [batch, heads, n, key_size] and values [batch, heads, n, head_size], as
+        :meth:`call` computes them: what cross-attention over a fixed source passes back as
+        ``key_value``. The keys are rotated when the layer has RoPE (at ``positions``)."""
         value = key if value is None else value
-        return (self._split_heads(self.key_dense(key), self.key_size),
-                self._split_heads(self.value_dense(value), self.head_size))
+        keys = self._split_heads(self.key_dense(key), self.key_size)
+        if self.rope is not None:
+            keys = self._rotate(keys, positions)
+        return heads_first(keys), heads_first(self._split_heads(self.value_dense(value),
+                                                                self.head_size))
 
     def call(self, query, key=None, value=None, attention_mask=None, attention_bias=None,
              positions=None, previous_scores=None, relative_positions=None, key_value=None,
@@ -191,16 +204,17 @@ class MultiHeadAttention(keras.layers.Layer):
                              f"alike, so head_size ({self.head_size}) must equal key_size "
                              f"({self.key_size})")
         q = self._split_heads(self.query_dense(query), self.key_size)
-        if key_value is None:
-            k, v = self.project_key_value(query if key is None else key, value)
-        else:
-            k, v = key_value
         if self.rope is not None:
-            q, k = self._rotate(q, positions), self._rotate(k, positions)
+            q = self._rotate(q, positions)
+        if key_value is None:
+            key_value = self.project_key_value(query if key is None else key, value, positions)
+        k, v = key_value
         if cache is not None:
-            k, v = (write_cache(stored, new, cache_index) for stored, new in zip(cache, (k, v)))
-        # Keras' TF einsum is measurably slower than transposes + batched matmul on CPU.
-        logits = ops.matmul(ops.transpose(q, (0, 2, 1, 3)), ops.transpose(k, (0, 2, 3, 1)))
+            k, v = (write_cache(stored, new, cache_index, axis=2)
+                    for stored, new in zip(cache, (k, v)))
+        # Keras' TF einsum is measurably slower than transposes + batched matmul on CPU. The
+        # keys' swapped axes fold into the matmul (grappler, XLA), so no copy of them is made.
+        logits = ops.matmul(heads_first(q), ops.swapaxes(k, -1, -2))
         if relative_positions is not None:
             logits = logits + ops.einsum("bqhd,qkd->bhqk", q, relative_positions)
         logits = self._scale(ops.cast(logits, "float32"), attention_mask)
@@ -217,7 +231,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if self.talking_heads:
             probs = self._mix_heads(probs, self.probs_mixing)
         probs = self.dropout(ops.cast(probs, v.dtype), training=training)
-        context = ops.transpose(ops.matmul(probs, ops.transpose(v, (0, 2, 1, 3))), (0, 2, 1, 3))
+        context = ops.swapaxes(ops.matmul(probs, v), 1, 2)  # tokens first again
         if relative_positions is not None:
             context = context + ops.einsum("bhqk,qkd->bqhd", probs, relative_positions)
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
@@ -230,8 +244,8 @@ class MultiHeadAttention(keras.layers.Layer):
         return outputs if len(outputs) > 1 else outputs[0]
 
     def cache_shapes(self):
-        """Per-token shapes of the cached keys and values."""
-        return (self.heads, self.key_size), (self.heads, self.head_size)
+        """Per-row shapes of the cached keys and values, ``None`` where the slots go."""
+        return (self.heads, None, self.key_size), (self.heads, None, self.head_size)
 
     def get_config(self):
         return {

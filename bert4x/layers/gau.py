@@ -152,8 +152,8 @@ class GatedAttentionUnit(keras.layers.Layer):
         return keras.KerasTensor(x.shape, self.compute_dtype)
 
     def cache_shapes(self):
-        """Per-token shapes of the cached keys and values."""
-        return (self.key_size,), (self.units,)
+        """Per-row shapes of the cached keys and values, ``None`` where the slots go."""
+        return (None, self.key_size), (None, self.units)
 
     def _normalize(self, logits, allowed, training):
         """Attention weights from float32 logits [..., q, k] and bool ``allowed``."""

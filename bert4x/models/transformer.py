@@ -238,10 +238,11 @@ class Transformer:
         return x
 
     def cache_shapes(self):
-        """Per-token shapes of one layer's cached keys and values."""
+        """Per-row shapes of one layer's cached keys and values, ``None`` where the slots go
+        (:meth:`MultiHeadAttention.cache_shapes`)."""
         cfg = self.config
-        return ((cfg.num_attention_heads, cfg.attention_key_size),
-                (cfg.num_attention_heads, cfg.attention_head_size))
+        return ((cfg.num_attention_heads, None, cfg.attention_key_size),
+                (cfg.num_attention_heads, None, cfg.attention_head_size))
 
     def check_decodable(self):
         """Refuse, with the reason, models that :meth:`decode_step` cannot run."""
@@ -262,7 +263,7 @@ class Transformer:
 
         ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
         ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``: one
-        [batch, max_len, ...] tensor per layer (see :meth:`cache_shapes`), kept apart because
+        [batch, ...] tensor per layer with max_len slots (see :meth:`cache_shapes`), apart because
         slicing one stacked tensor and stacking it back copied the whole cache twice a step;
         ``index``: the slot of the first new token. Returns the last new token's MLM logits and
         the updated caches, as tuples per layer. The caller
@@ -272,7 +273,8 @@ class Transformer:
         encoder-decoder's step also reads (see :meth:`T5.step_hidden`).
         """
         self.check_decodable()
-        self._reset(reuse=model, cache=StepCache(keys, values, index, positions))
+        self._reset(reuse=model, cache=StepCache(keys, values, index, positions,
+                                                 slots=keras.ops.shape(mask)[-1]))
         try:
             x = self.step_hidden(token_ids, segment_ids, mask, *source)
             logits = self.apply_mlm(x[:, -1:])  # only the last token's prediction is needed
@@ -506,7 +508,7 @@ class GAUAlpha(RoFormerV2):
         return {"kernel_initializer": self.initializer}
 
     def cache_shapes(self):
-        return (self.config.key_size or 128,), (self.config.intermediate_size,)
+        return (None, self.config.key_size or 128), (None, self.config.intermediate_size)
 
     def apply_layer(self, x, mask, index):
         y = self.attend(self.gated_attention_unit(index), x, mask, index)
@@ -753,7 +755,8 @@ class T5(Transformer):
                          heads=cfg.num_attention_heads,
                          num_buckets=cfg.relative_attention_num_buckets,
                          max_distance=cfg.relative_attention_max_distance,
-                         bidirectional=bidirectional, embeddings_initializer=self.embeddings_initializer)
+                         bidirectional=bidirectional,
+                         embeddings_initializer=self.embeddings_initializer)
 
     def build(self) -> keras.Model:
         self._reset()
@@ -821,8 +824,8 @@ class T5(Transformer):
                          attention_bias=self.cross_bias(x, keys=encoded))
         # A decoding step: the source's keys and values were computed once (cross_cache).
         keys, values = self.cross_keys[index], self.cross_values[index]
-        bias = self.cross_bias(x, positions=self.cache.positions,
-                               key_length=keras.ops.shape(keys)[1])
+        bias = self.cross_bias(x, positions=self.cache.positions,  # keys: heads first
+                               key_length=keras.ops.shape(keys)[2])
         return layer(x, attention_mask=encoder_mask, key_value=(keys, values),
                      attention_bias=bias)
 
@@ -845,7 +848,7 @@ class T5(Transformer):
 
     def cross_cache(self, model: keras.Model, source_ids):
         """The encoder's output for ``source_ids`` [1, n] as every decoder layer's
-        cross-attention keys and values ([1, n, heads, size] per layer), and the source's
+        cross-attention keys and values ([1, heads, n, size] per layer), and the source's
         padding mask."""
         encoded = self.encoder_model(source_ids)
         keys, values = zip(*(
@@ -891,14 +894,10 @@ class MT511(T5):
 class StepCache:
     """The cache tensors a decoding step threads through its attention layers."""
 
-    def __init__(self, keys, values, index, positions):
+    def __init__(self, keys, values, index, positions, slots):
         self.keys, self.values, self.index, self.positions = keys, values, index, positions
+        self.slots = slots  # how many positions the cache holds, written or not
         self.updated = []
-
-    @property
-    def slots(self):
-        """How many positions the cache holds (written or not)."""
-        return keras.ops.shape(self.keys[0])[1]
 
     def layer_inputs(self, layer):
         return dict(cache=(self.keys[layer], self.values[layer]), cache_index=self.index,
