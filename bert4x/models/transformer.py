@@ -263,14 +263,14 @@ class Transformer:
 
         ``token_ids``, ``segment_ids``, ``positions``: [batch, n] for the new tokens only;
         ``mask``: bool [batch, 1, n, max_len] over the cache slots; ``keys`` / ``values``: one
-        [batch, ...] tensor per layer with max_len slots (see :meth:`cache_shapes`), apart because
-        slicing one stacked tensor and stacking it back copied the whole cache twice a step;
-        ``index``: the slot of the first new token. Returns the last new token's MLM logits and
-        the updated caches, as tuples per layer. The caller
-        owns the mask, so one step serves ``lm`` and ``unilm`` alike. This runs on tensors, not
-        as a functional model: Keras' graph check cannot follow a layer whose outputs change
-        shape between calls, as the cached attention's do. ``source``: what an
-        encoder-decoder's step also reads (see :meth:`T5.step_hidden`).
+        [batch, ...] tensor per layer with max_len slots (see :meth:`cache_shapes`), kept apart
+        because slicing one stacked tensor and stacking it back copied the whole cache twice a
+        step; ``index``: the slot of the first new token. Returns the last new token's MLM
+        logits and the updated caches, as tuples per layer. The caller owns the mask, so one
+        step serves ``lm`` and ``unilm`` alike. This runs on tensors, not as a functional model:
+        Keras' graph check cannot follow a layer whose outputs change shape between calls, as
+        the cached attention's do. ``source``: what an encoder-decoder's step also reads (see
+        :meth:`T5.step_hidden`).
         """
         self.check_decodable()
         self._reset(reuse=model, cache=StepCache(keys, values, index, positions,
