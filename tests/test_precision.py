@@ -7,6 +7,7 @@ import pytest
 
 from bert4x import build_transformer_model
 from bert4x.models import MODELS
+from bert4x.models import precision as precision_module
 from tests.references import least_cosine
 
 CONFIG = dict(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -85,6 +86,40 @@ def test_bf16_logits_are_computed_in_float32(family):
     logits = keras.ops.convert_to_numpy(model(inputs_for(model)))
     assert logits.dtype == np.float32
     assert np.mean(logits != logits.astype(ml_dtypes.bfloat16).astype(np.float32)) > 0.9
+
+
+@pytest.mark.parametrize("form", [dict(), dict(zero_mean=False), dict(center=False,
+                                                                      scale=False)])
+def test_a_bf16_norm_is_float32_arithmetic_rounded_once(form):
+    """At bfloat16 the norm must compute in float32 with its parameters as stored, then round
+    once to bfloat16. Parameters read rounded to bfloat16 (Keras' autocast) would move a good
+    share of the outputs to the neighbouring bfloat16 value."""
+    import ml_dtypes
+    from bert4x.layers import LayerNormalization
+
+    rng = np.random.default_rng(0)
+    with precision_module.building_at("bf16"):
+        layer = LayerNormalization(**form)
+    x = rng.normal(size=(4, 16, 256)).astype(ml_dtypes.bfloat16)
+    layer.build(x.shape)
+    for weight in layer.weights:  # values bfloat16 cannot hold
+        weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])  # Keras autocasts in a model
+    outputs = {"layer": layer(x), "model": model(x)}
+
+    x = x.astype(np.float32)
+    centred = x - x.mean(-1, keepdims=True) if layer.zero_mean else x
+    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + layer.epsilon)
+    if layer.scale:
+        expected = expected * keras.ops.convert_to_numpy(layer.gamma)
+    if layer.center:
+        expected = expected + keras.ops.convert_to_numpy(layer.beta)
+    rounded = expected.astype(ml_dtypes.bfloat16).astype(np.float32)
+    for called, y in outputs.items():
+        y = keras.ops.convert_to_numpy(y).astype(np.float32)
+        # float32 sums in another order may round a value lying at a midpoint the other way
+        assert np.mean(y != rounded) < 0.002, called
+        assert np.all(np.abs(y - rounded) <= np.abs(expected) * 2 ** -7 + 1e-6), called
 
 
 def train_classifier(precision, examples, labels, epochs=6):

@@ -4,7 +4,15 @@
 carries a scale; RoFormer-V2 needs a norm with neither centring nor parameters, and the 2020
 triple-extraction model needs gamma/beta shifted by a condition vector.  One layer covers all
 three so checkpoints always see the same ``gamma``/``beta`` names.
+
+The norm computes in float32 at every precision, with its parameters as stored (never
+autocast to bfloat16). Under bfloat16 on TensorFlow the model runs as a plain graph (oneDNN's
+bfloat16 matmuls), where the norm's casts, moments and scaling would be separate passes over
+the activations; there the plain (unconditional) norm is compiled with XLA into one fused
+kernel (``_compiled_on_tensorflow``).
 """
+
+import functools
 
 import keras
 from keras import ops
@@ -46,10 +54,13 @@ class LayerNormalization(keras.layers.Layer):
     def build(self, input_shape):
         x_shape = input_shape[0] if self.conditional else input_shape
         dim = x_shape[-1]
+        # Not autocast: under mixed precision gamma and beta would be read rounded to bfloat16.
         if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
+            self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones",
+                                         autocast=False)
         if self.center:
-            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros",
+                                        autocast=False)
         if not self.conditional:
             return
         cond_dim = input_shape[1][-1]
@@ -76,31 +87,23 @@ class LayerNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         x = inputs[0] if self.conditional else inputs
-        compute_dtype = x.dtype
-        x = ops.cast(x, "float32")
         gamma = self.gamma if self.scale else None
         beta = self.beta if self.center else None
         if not self.conditional:
-            return ops.cast(self._normalize(x, gamma, beta), compute_dtype)
+            return _plain_norm_for(x)(x, gamma, beta, self.epsilon, self.zero_mean)
+        compute_dtype = x.dtype
         condition = inputs[1]
         if self.condition_hidden_units:
             condition = self.condition_dense(condition)
         # A per-example condition [batch, c] applies to every position of the sequence.
         while len(condition.shape) < len(x.shape):
             condition = ops.expand_dims(condition, 1)
-        x = self._normalize(x, None, None)
+        x = _normalize(ops.cast(x, "float32"), None, None, self.epsilon, self.zero_mean)
         if self.scale:
             x = x * (gamma + ops.cast(self.gamma_dense(condition), "float32"))
         if self.center:
             x = x + (beta + ops.cast(self.beta_dense(condition), "float32"))
         return ops.cast(x, compute_dtype)
-
-    def _normalize(self, x, gamma, beta):
-        """Keras' fused normalisation ops: ~40% faster than composing mean/rsqrt on TF CPU."""
-        if self.zero_mean:
-            return ops.layer_normalization(x, gamma, beta, epsilon=self.epsilon)
-        x = ops.rms_normalization(x, gamma, epsilon=self.epsilon)
-        return x if beta is None else x + beta
 
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape
@@ -120,3 +123,40 @@ class LayerNormalization(keras.layers.Layer):
                 if isinstance(self.condition_hidden_initializer, str)
                 else keras.initializers.serialize(self.condition_hidden_initializer)),
         }
+
+
+def _normalize(x, gamma, beta, epsilon, zero_mean):
+    """Keras' fused normalisation ops: ~40% faster than composing mean/rsqrt on TF CPU."""
+    if zero_mean:
+        return ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
+    x = ops.rms_normalization(x, gamma, epsilon=epsilon)
+    return x if beta is None else x + beta
+
+
+def _plain_norm(x, gamma, beta, epsilon, zero_mean):
+    """The unconditional norm of ``x`` in float32, returned in ``x``'s dtype."""
+    return ops.cast(_normalize(ops.cast(x, "float32"), gamma, beta, epsilon, zero_mean), x.dtype)
+
+
+def _plain_norm_for(x):
+    """:func:`_plain_norm`, compiled with XLA for half-precision inputs on TensorFlow: in a
+    plain bfloat16 graph its separate passes took 5.1 ms on a BERT-base batch of 32 x 128
+    tokens, XLA's fused kernel 2.3 (inside an XLA-compiled model it is simply inlined)."""
+    half = keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16")
+    if half and keras.backend.backend() == "tensorflow":
+        return _compiled_on_tensorflow()
+    return _plain_norm
+
+
+@functools.cache
+def _compiled_on_tensorflow():
+    import tensorflow as tf
+
+    compiled = tf.function(_plain_norm, jit_compile=True)
+
+    def norm(x, gamma, beta, epsilon, zero_mean):
+        # A tf.function takes tensors, not Keras variables.
+        gamma, beta = (None if weight is None else tf.convert_to_tensor(weight.value)
+                       for weight in (gamma, beta))
+        return compiled(x, gamma, beta, epsilon, zero_mean)
+    return norm
