@@ -8,8 +8,8 @@ three so checkpoints always see the same ``gamma``/``beta`` names.
 The norm computes in float32 at every precision, with its parameters as stored (never
 autocast to bfloat16). Under bfloat16 on TensorFlow the model runs as a plain graph (oneDNN's
 bfloat16 matmuls), where the norm's casts, moments and scaling would be separate passes over
-the activations; there the plain (unconditional) norm is compiled with XLA into one fused
-kernel (``_compiled_on_tensorflow``).
+the activations; there the plain (unconditional) norm of a fixed shape is compiled with XLA
+into one fused kernel (``_plain_norm_for``).
 """
 
 import functools
@@ -139,11 +139,16 @@ def _plain_norm(x, gamma, beta, epsilon, zero_mean):
 
 
 def _plain_norm_for(x):
-    """:func:`_plain_norm`, compiled with XLA for half-precision inputs on TensorFlow: in a
-    plain bfloat16 graph its separate passes took 5.1 ms on a BERT-base batch of 32 x 128
-    tokens, XLA's fused kernel 2.3 (inside an XLA-compiled model it is simply inlined)."""
+    """:func:`_plain_norm`, compiled with XLA for half-precision inputs of a fixed shape on
+    TensorFlow. In a plain bfloat16 graph its separate passes took 5.1 ms on a BERT-base batch
+    of 32 x 128 tokens, XLA's fused kernel 2.3 (inside an XLA-compiled model it is simply
+    inlined). XLA compiles once per shape, about 80 ms here: a graph traced for one shape is
+    specialised to it anyway, but a shape-generic one (Keras' ``predict`` after a few lengths)
+    would compile the norm again at every new length, which cost more than it saved on
+    batches of varying length."""
     half = keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16")
-    if half and keras.backend.backend() == "tensorflow":
+    fixed_shape = None not in tuple(x.shape)
+    if half and fixed_shape and keras.backend.backend() == "tensorflow":
         return _compiled_on_tensorflow()
     return _plain_norm
 
