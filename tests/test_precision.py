@@ -8,6 +8,7 @@ import pytest
 from bert4x import build_transformer_model
 from bert4x.models import MODELS
 from bert4x.models import precision as precision_module
+from tests import numpy_reference
 from tests.references import least_cosine
 
 CONFIG = dict(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -107,13 +108,9 @@ def test_a_bf16_norm_is_float32_arithmetic_rounded_once(form):
     model = keras.Sequential([keras.Input(x.shape[1:]), layer])  # Keras autocasts in a model
     outputs = {"layer": layer(x), "model": model(x)}
 
-    x = x.astype(np.float32)
-    centred = x - x.mean(-1, keepdims=True) if layer.zero_mean else x
-    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + layer.epsilon)
-    if layer.scale:
-        expected = expected * keras.ops.convert_to_numpy(layer.gamma)
-    if layer.center:
-        expected = expected + keras.ops.convert_to_numpy(layer.beta)
+    weights = {f"norm/{w.name}": keras.ops.convert_to_numpy(w) for w in layer.weights}
+    expected = numpy_reference.layer_norm(x.astype(np.float32), weights, "norm", layer.epsilon,
+                                          centred=layer.zero_mean)
     rounded = expected.astype(ml_dtypes.bfloat16).astype(np.float32)
     for called, y in outputs.items():
         y = keras.ops.convert_to_numpy(y).astype(np.float32)
